@@ -1,0 +1,71 @@
+"""Loading and checking run configs (mmengine Python config files)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+
+#: Top-level keys a bmp config may hold.
+TOP_LEVEL_KEYS = ("detector", "pose", "segmenter", "loop", "device", "weights_dirs")
+
+
+class ConfigError(ValueError):
+    """A config file is missing, malformed or has an unknown key."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Thresholds of the loop itself (BMP_NOTES, "The loop").
+
+    - ``num_iters``: loop iterations.
+    - ``det_score_thr``: keep detections with score > this.
+    - ``det_nms_iou``: greedy box NMS among an iteration's detections.
+    - ``oks_nms_thr``: pose NMS drops one of a pair with OKS > this.
+    - ``oks_kpt_thr``: only keypoints with score > this count in OKS.
+    - ``exclusive_masks``: give overlapping pixels to the best-scoring mask.
+    """
+
+    num_iters: int = 2
+    det_score_thr: float = 0.3
+    det_nms_iou: float = 0.3
+    oks_nms_thr: float = 0.8
+    oks_kpt_thr: float = 0.3
+    exclusive_masks: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> LoopConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"loop: unknown key(s) {unknown}; accepted: {sorted(known)}")
+        cfg = cls(**values)
+        if cfg.num_iters < 1:
+            raise ConfigError(f"loop.num_iters must be >= 1, got {cfg.num_iters}")
+        return cfg
+
+
+def load_config(config: str | os.PathLike | dict | Config) -> Config:
+    """Read a config file (or wrap a dict) and check its top-level keys."""
+    if isinstance(config, Config):
+        cfg = config
+    elif isinstance(config, dict):
+        cfg = Config(config)
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            cfg = Config.fromfile(str(path))
+        except Exception as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    unknown = sorted(k for k in cfg if k not in TOP_LEVEL_KEYS and not k.startswith("_"))
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {unknown}; accepted: {list(TOP_LEVEL_KEYS)}")
+    for section in ("detector", "pose", "segmenter"):
+        if section not in cfg:
+            raise ConfigError(f"config has no {section!r} section")
+    return cfg

@@ -1,0 +1,100 @@
+"""Reading images and expanding command-line inputs into image files."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageError(ValueError):
+    """An input image is missing, unreadable or of an unsupported layout."""
+
+
+ImageLike = str | os.PathLike | np.ndarray | torch.Tensor
+
+
+def load_image(image: ImageLike, color_order: str = "rgb") -> np.ndarray:
+    """Any supported image as an (H, W, 3) uint8 RGB array.
+
+    Args:
+        image: a file path, or an array of shape (H, W), (H, W, 1), (H, W, 3) or
+            (H, W, 4) (alpha dropped); float arrays are taken as [0, 1]. A torch
+            tensor may also be (3, H, W).
+        color_order: channel order of a 3/4-channel array: ``'rgb'`` or ``'bgr'``.
+            Files are decoded correctly regardless.
+    """
+    if isinstance(image, str | os.PathLike):
+        path = Path(image)
+        if not path.is_file():
+            raise ImageError(f"image file not found: {path}")
+        data = np.fromfile(path, dtype=np.uint8)
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if bgr is None:
+            raise ImageError(f"cannot decode image {path} (corrupt or not an image)")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if color_order not in ("rgb", "bgr"):
+        raise ValueError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+    if isinstance(image, torch.Tensor):
+        array = image.detach().cpu()
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+            array = array.permute(1, 2, 0)
+        image = array.numpy()
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"unsupported image type {type(image).__name__}")
+    array = image
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+        color_order = "rgb"
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ImageError(f"image array must be (H, W[, 1|3|4]), got shape {image.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(f"image array is empty: shape {image.shape}")
+    array = array[..., :3]
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating):
+            array = np.clip(array * 255.0 + 0.5, 0, 255)
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if color_order == "bgr":
+        array = array[..., ::-1]
+    return np.ascontiguousarray(array)
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Image files named by paths, folders (not recursive) and glob patterns,
+    sorted within each input and de-duplicated.
+
+    Raises:
+        ImageError: an input matches nothing.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        text = os.fspath(item)
+        path = Path(text)
+        if path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not matches:
+                raise ImageError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        elif path.is_file():
+            matches = [path]
+        elif glob.has_magic(text):
+            matches = sorted(
+                Path(p) for p in glob.glob(text, recursive=True)
+                if Path(p).suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not matches:
+                raise ImageError(f"pattern {text!r} matches no image")
+        else:
+            raise ImageError(f"input not found: {text}")
+        found.extend(matches)
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique

@@ -1,0 +1,74 @@
+"""Mask operations of the loop: clean-up, exclusivity, mask-out, RLE."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+
+def remove_small_regions(mask: np.ndarray, max_hole_area: int, max_sprinkle_area: int) -> np.ndarray:
+    """Fill holes smaller than ``max_hole_area`` px, drop islands smaller than
+    ``max_sprinkle_area`` px (SAM's own post-processing, done on the host so it
+    works without sam2's CUDA extension)."""
+    out = mask.astype(bool)
+    if max_hole_area > 0:
+        out = _drop_components(out, max_hole_area, fill_holes=True)
+    if max_sprinkle_area > 0:
+        out = _drop_components(out, max_sprinkle_area, fill_holes=False)
+    return out
+
+
+def _drop_components(mask: np.ndarray, max_area: int, fill_holes: bool) -> np.ndarray:
+    region = ~mask if fill_holes else mask
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+    small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < max_area) + 1
+    if len(small) == 0:
+        return mask
+    flip = np.isin(labels, small)
+    return mask | flip if fill_holes else mask & ~flip
+
+
+def exclusive_masks(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Give every pixel claimed by several masks to the highest-scoring one.
+
+    Args:
+        masks: (N, H, W) bool.
+        scores: (N,) segmenter confidence.
+    Returns:
+        (N, H, W) bool, pairwise disjoint.
+    """
+    if len(masks) <= 1:
+        return masks.astype(bool, copy=True)
+    masks = masks.astype(bool)
+    # Stable ordering on ties: the earlier instance wins.
+    rank = np.empty(len(scores), dtype=np.int64)
+    rank[np.lexsort((-np.arange(len(scores)), np.asarray(scores)))] = np.arange(len(scores))
+    claim = np.where(masks, rank[:, None, None], -1)
+    owner = claim.argmax(0)
+    return masks & (owner[None] == np.arange(len(masks))[:, None, None])
+
+
+def mask_out(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` (H, W, C) with every pixel under any of ``masks``
+    (N, H, W) set to 0 (black)."""
+    out = image.copy()
+    if len(masks):
+        out[np.any(masks, axis=0)] = 0
+    return out
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """COCO RLE of one (H, W) bool mask, with ``counts`` as str (JSON-ready)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU between two stacks of (H, W) bool masks."""
+    fa = a.reshape(len(a), -1).astype(np.float32)
+    fb = b.reshape(len(b), -1).astype(np.float32)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)

@@ -1,0 +1,94 @@
+"""The three interfaces of the loop and their registries."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from mmengine.registry import Registry
+
+from ..config import ConfigError
+from ..structures import Instances
+
+DETECTORS = Registry("bmp detector")
+POSE_ESTIMATORS = Registry("bmp pose estimator")
+SEGMENTERS = Registry("bmp segmenter")
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds people. ``detect`` takes an (H, W, 3) uint8 RGB image and returns
+    person ``Instances`` with ``boxes`` and ``det_scores`` (and ``masks``,
+    ``keypoints`` when the model predicts them)."""
+
+    def detect(self, image: np.ndarray) -> Instances: ...
+
+
+@runtime_checkable
+class PoseEstimator(Protocol):
+    """Top-down pose: fills ``keypoints``, ``keypoint_scores``, ``visibility``
+    and ``presence`` of the given people, looking at ``image`` (the original,
+    never the masked one)."""
+
+    def estimate(self, image: np.ndarray, people: Instances) -> Instances: ...
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Pose-to-mask. ``set_image`` does the costly per-image work once;
+    ``segment`` fills ``masks``, ``mask_scores`` and ``prompts`` of the given
+    people and may be called many times per image."""
+
+    def set_image(self, image: np.ndarray) -> None: ...
+
+    def segment(self, people: Instances) -> Instances: ...
+
+
+def build_component(registry: Registry, cfg: dict[str, Any], section: str, **defaults: Any) -> Any:
+    """Build ``cfg`` from ``registry`` with clear errors for an unknown type or key.
+
+    ``defaults`` (device, weights dirs) are passed only to constructors that
+    accept them.
+    """
+    cfg = dict(cfg)
+    type_name = cfg.pop("type", None)
+    if type_name is None:
+        raise ConfigError(f"{section}: missing 'type' (one of {sorted(registry.module_dict)})")
+    cls = registry.get(type_name)
+    if cls is None:
+        raise ConfigError(
+            f"{section}: unknown type {type_name!r}; registered: {sorted(registry.module_dict)}"
+        )
+    params = {} if cls.__init__ is object.__init__ else inspect.signature(cls.__init__).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    allowed = [n for n in params if n != "self"]
+    unknown = [k for k in cfg if k not in params] if not accepts_any else []
+    if unknown:
+        raise ConfigError(
+            f"{section} ({type_name}): unknown key(s) {unknown}; accepted: {allowed}"
+        )
+    for key, value in defaults.items():
+        if (key in params or accepts_any) and key not in cfg:
+            cfg[key] = value
+    return cls(**cfg)
+
+
+def resolve_model_config(path: str) -> str:
+    """A model config path; ``'mmdet::rtmdet/x.py'`` names a config shipped
+    inside the installed package (``mmdet``, ``mmpose``, ``mmpretrain``)."""
+    if "::" not in path:
+        if not Path(path).is_file():
+            raise ConfigError(f"model config file not found: {path}")
+        return path
+    scope, rel = path.split("::", 1)
+    try:
+        package = importlib.import_module(scope)
+    except ImportError as exc:
+        raise ConfigError(f"{path}: package {scope!r} is not installed") from exc
+    full = Path(package.__file__).parent / ".mim" / "configs" / rel
+    if not full.is_file():
+        raise ConfigError(f"{path}: no such config in {scope} ({full})")
+    return str(full)

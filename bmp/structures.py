@@ -1,0 +1,167 @@
+"""Per-instance records that flow through the BBox-Mask-Pose loop.
+
+One :class:`Instances` holds every person of one image, all fields the same
+length ``N``. It supports ``len``, index / boolean selection (``inst[keep]``) and
+:meth:`Instances.cat`, which is what detection filtering, OKS-NMS and the merge
+across iterations need. Arrays are numpy on the host; boxes are always xyxy in
+pixels of the original image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+
+NUM_KEYPOINTS = 17
+
+
+def _default(shape_tail: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    return np.zeros((0, *shape_tail), dtype=dtype)
+
+
+@dataclass
+class Instances:
+    """People found in one image.
+
+    Shapes (``N`` people, ``K`` = 17 COCO keypoints, ``P`` prompt points):
+
+    - ``boxes`` (N, 4) float32, xyxy pixels
+    - ``scores`` (N,) float32: instance score (mean keypoint score after pose)
+    - ``det_scores`` (N,) float32: the detector's score
+    - ``keypoints`` (N, K, 2) float32, xy pixels
+    - ``keypoint_scores`` (N, K) float32
+    - ``visibility`` (N, K) float32 in [0, 1]; equals ``keypoint_scores`` when the
+      pose model has no visibility head
+    - ``presence`` (N, K) float32 in [0, 1]; equals ``keypoint_scores`` when the
+      pose model has no presence head
+    - ``masks`` (N, H, W) bool: final (exclusive) masks
+    - ``mask_scores`` (N,) float32: the segmenter's predicted IoU
+    - ``iteration`` (N,) int32: 1-based loop iteration that found the person
+    - ``prompts`` (N, P, 2) float32 and ``prompt_labels`` (N, P) int32: the points
+      the segmenter was prompted with; label 1 positive, 0 negative, -1 padding
+    """
+
+    image_size: tuple[int, int]  # (height, width)
+    boxes: np.ndarray = field(default_factory=lambda: _default((4,), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: _default((), np.float32))
+    det_scores: np.ndarray = field(default_factory=lambda: _default((), np.float32))
+    keypoints: np.ndarray = field(
+        default_factory=lambda: _default((NUM_KEYPOINTS, 2), np.float32)
+    )
+    keypoint_scores: np.ndarray = field(
+        default_factory=lambda: _default((NUM_KEYPOINTS,), np.float32)
+    )
+    visibility: np.ndarray = field(
+        default_factory=lambda: _default((NUM_KEYPOINTS,), np.float32)
+    )
+    presence: np.ndarray = field(default_factory=lambda: _default((NUM_KEYPOINTS,), np.float32))
+    masks: np.ndarray | None = None
+    mask_scores: np.ndarray = field(default_factory=lambda: _default((), np.float32))
+    iteration: np.ndarray = field(default_factory=lambda: _default((), np.int32))
+    prompts: np.ndarray = field(default_factory=lambda: _default((0, 2), np.float32))
+    prompt_labels: np.ndarray = field(default_factory=lambda: _default((0,), np.int32))
+
+    def __post_init__(self) -> None:
+        h, w = self.image_size
+        self.image_size = (int(h), int(w))
+        if self.masks is None:
+            self.masks = np.zeros((0, h, w), dtype=bool)
+        n = len(self.boxes)
+        # Fields a producer did not fill get neutral values of the right length,
+        # so every stage can rely on all fields existing.
+        if len(self.masks) == 0 and n:
+            self.masks = np.zeros((n, h, w), dtype=bool)
+        for name, tail, dtype, fill in (
+            ("scores", (), np.float32, 0.0),
+            ("det_scores", (), np.float32, 0.0),
+            ("keypoints", (NUM_KEYPOINTS, 2), np.float32, 0.0),
+            ("keypoint_scores", (NUM_KEYPOINTS,), np.float32, 0.0),
+            ("visibility", (NUM_KEYPOINTS,), np.float32, 0.0),
+            ("presence", (NUM_KEYPOINTS,), np.float32, 0.0),
+            ("mask_scores", (), np.float32, 0.0),
+            ("iteration", (), np.int32, 0),
+        ):
+            if len(getattr(self, name)) == 0 and n:
+                setattr(self, name, np.full((n, *tail), fill, dtype=dtype))
+        if len(self.prompts) == 0 and n:
+            self.prompts = np.zeros((n, 0, 2), np.float32)
+            self.prompt_labels = np.zeros((n, 0), np.int32)
+        self._check()
+
+    def _check(self) -> None:
+        n = len(self.boxes)
+        for f in fields(self):
+            if f.name == "image_size":
+                continue
+            value = getattr(self, f.name)
+            if len(value) != n:
+                raise ValueError(f"Instances.{f.name} has {len(value)} rows, boxes has {n}")
+        if self.masks.shape[1:] != self.image_size:
+            raise ValueError(
+                f"Instances.masks are {self.masks.shape[1:]}, image is {self.image_size}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index: int | slice | np.ndarray | Sequence[int]) -> Instances:
+        if isinstance(index, int | np.integer):
+            index = [int(index)]
+        index = np.asarray(index) if not isinstance(index, slice) else index
+        values = {
+            f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "image_size"
+        }
+        return Instances(image_size=self.image_size, **values)
+
+    def replace(self, **changes: np.ndarray) -> Instances:
+        """A copy with some fields replaced (validated)."""
+        return replace(self, **changes)
+
+    @staticmethod
+    def cat(items: Sequence[Instances]) -> Instances:
+        """Concatenate records of the same image."""
+        if not items:
+            raise ValueError("Instances.cat needs at least one Instances")
+        size = items[0].image_size
+        if any(i.image_size != size for i in items):
+            raise ValueError("Instances.cat: all items must share one image size")
+        width = max(i.prompts.shape[1] for i in items)
+        values = {}
+        for f in fields(Instances):
+            if f.name == "image_size":
+                continue
+            parts = [getattr(i, f.name) for i in items]
+            if f.name in ("prompts", "prompt_labels"):
+                parts = [_pad_prompts(p, width, f.name) for p in parts]
+            values[f.name] = np.concatenate(parts, axis=0)
+        return Instances(image_size=size, **values)
+
+    @property
+    def areas(self) -> np.ndarray:
+        """(N,) box areas in pixels²."""
+        wh = np.clip(self.boxes[:, 2:] - self.boxes[:, :2], 0, None)
+        return wh[:, 0] * wh[:, 1]
+
+    def boxes_xywh(self) -> np.ndarray:
+        """(N, 4) boxes as COCO [x, y, w, h]."""
+        out = self.boxes.copy()
+        out[:, 2:] -= out[:, :2]
+        return out
+
+    def up_to_iteration(self, k: int) -> Instances:
+        """The people found in iterations 1..k."""
+        return self[self.iteration <= k]
+
+    def __repr__(self) -> str:
+        its = ", ".join(f"{i}:{int((self.iteration == i).sum())}" for i in np.unique(self.iteration))
+        return f"Instances(num={len(self)}, image_size={self.image_size}, per_iteration={{{its}}})"
+
+
+def _pad_prompts(array: np.ndarray, width: int, name: str) -> np.ndarray:
+    extra = width - array.shape[1]
+    if extra <= 0:
+        return array
+    pad = [(0, 0), (0, extra)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, constant_values=-1 if name == "prompt_labels" else 0)

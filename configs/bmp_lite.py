@@ -1,0 +1,36 @@
+# BBox-Mask-Pose that runs offline on a CPU with the only real weights available
+# here: Ultralytics YOLO11n-pose detects people on the masked image, and is run
+# again top-down on crops of the original image for their poses. Masks come from
+# the weight-free skeleton segmenter (SAM 2 weights cannot be downloaded here);
+# switch `segmenter` to the SAM 2 block of bmp_rtmdet_vitpose_sam2.py when you
+# have them.
+#
+#   bmp run ../shared/data/coco --config configs/bmp_lite.py \
+#       --weights-dir ../shared/models --out outputs/lite --vis
+
+detector = dict(
+    type="UltralyticsDetector",
+    checkpoint="yolo11n-pose",
+    imgsz=640,
+    score_thr=0.05,
+    nms_iou=0.6,
+    max_per_img=40,
+)
+
+pose = dict(
+    type="UltralyticsTopDown",
+    checkpoint="yolo11n-pose",
+    imgsz=320,
+    padding=1.25,
+)
+
+segmenter = dict(type="SkeletonSegmenter", score_thr=0.3, thickness=0.12)
+
+loop = dict(
+    num_iters=2,
+    det_score_thr=0.3,
+    det_nms_iou=0.3,
+    oks_nms_thr=0.8,
+    oks_kpt_thr=0.3,
+    exclusive_masks=True,
+)

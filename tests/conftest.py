@@ -1,0 +1,47 @@
+"""Shared fixtures: paths to ../shared data and small real architectures with
+random weights saved as checkpoint files (loaded back through bmp.weights)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BMP_SHARED", ROOT.parent / "shared"))
+COCO_DIR = SHARED / "data" / "coco"
+COCO_ANN = COCO_DIR / "annotations.json"
+MODELS_DIR = SHARED / "models"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never read or write the user's real checkpoint cache, never download."""
+    monkeypatch.setenv("BMP_HOME", str(tmp_path_factory.getbasetemp() / "bmp_home"))
+    monkeypatch.setenv("BMP_OFFLINE", "1")
+    monkeypatch.delenv("BMP_WEIGHTS_DIR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def coco_images() -> list[Path]:
+    images = sorted(COCO_DIR.glob("*.jpg"))
+    if not images:
+        pytest.fail(f"shared COCO images missing in {COCO_DIR}")
+    return images
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """RTMDet-Ins-tiny, RTMPose-t and SAM 2.1 Hiera-T with random weights, each
+    saved the way its official checkpoint is laid out."""
+    from tests.tiny_models import save_tiny_checkpoints
+
+    folder = tmp_path_factory.mktemp("tiny_weights")
+    save_tiny_checkpoints(folder)
+    return folder
+
+
+def rng_pose(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 100, size=(17, 2)).astype(np.float32)

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from bmp.masks import encode_rle, exclusive_masks, mask_iou, mask_out, remove_small_regions
+
+
+def test_exclusive_masks_never_overlap_and_highest_score_wins():
+    rng = np.random.default_rng(0)
+    masks = rng.random((6, 40, 50)) > 0.4
+    scores = rng.random(6)
+    out = exclusive_masks(masks, scores)
+    assert out.sum(0).max() <= 1
+    assert (out.any(0) == masks.any(0)).all()  # no pixel lost
+    best = np.argmax(scores)
+    assert (out[best] == masks[best]).all()
+
+
+def test_exclusive_masks_tie_goes_to_earlier_mask():
+    masks = np.ones((2, 3, 3), bool)
+    out = exclusive_masks(masks, np.array([0.5, 0.5]))
+    assert out[0].all() and not out[1].any()
+
+
+def test_mask_out_blackens_exactly_the_union_of_masks():
+    image = np.full((10, 12, 3), 200, np.uint8)
+    masks = np.zeros((2, 10, 12), bool)
+    masks[0, :3, :3] = True
+    masks[1, 5:, 5:] = True
+    out = mask_out(image, masks)
+    union = masks.any(0)
+    assert (out[union] == 0).all() and (out[~union] == 200).all()
+    assert (image == 200).all()  # input untouched
+    assert (mask_out(image, np.zeros((0, 10, 12), bool)) == image).all()
+
+
+def test_remove_small_regions_fills_holes_and_drops_sprinkles():
+    mask = np.zeros((60, 60), bool)
+    mask[10:40, 10:40] = True
+    mask[20:22, 20:22] = False  # 4 px hole
+    mask[50:52, 50:53] = True  # 6 px sprinkle
+    out = remove_small_regions(mask, max_hole_area=10, max_sprinkle_area=50)
+    assert out[20:22, 20:22].all()
+    assert not out[50:52, 50:53].any()
+    assert out[10:40, 10:40].all()
+
+
+def test_rle_round_trip_and_iou():
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((7, 9), bool)
+    mask[2:5, 3:8] = True
+    rle = encode_rle(mask)
+    assert isinstance(rle["counts"], str)
+    back = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
+    assert (back.astype(bool) == mask).all()
+    assert mask_iou(mask[None], mask[None])[0, 0] == pytest.approx(1.0)

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from bmp.prompts import (
+    PromptConfig,
+    max_spread_indices,
+    max_vis_indices,
+    select_prompts,
+)
+
+
+def grid_pose() -> np.ndarray:
+    return np.stack([np.arange(17) * 10.0, np.zeros(17)], 1)
+
+
+def test_max_spread_starts_at_most_confident_and_spreads():
+    kpts = grid_pose()
+    scores = np.full(17, 0.9)
+    scores[8] = 1.0
+    idx = max_spread_indices(kpts, scores, 3, score_thr=0.3, percentile=0.0)
+    assert idx[0] == 8
+    # Eyes collapse into the nose (equal scores: lowest index), so the ends are 0 and 16.
+    assert set(idx[1:].tolist()) == {0, 16}
+
+
+def test_max_spread_collapses_face_to_most_confident():
+    kpts = grid_pose()
+    scores = np.full(17, 0.9)
+    scores[1] = 0.95  # left eye is the best face point
+    idx = max_spread_indices(kpts, scores, 17, score_thr=0.3, percentile=0.0)
+    assert 1 in idx and 0 not in idx and 2 not in idx
+    assert len(idx) == 15
+
+
+def test_max_spread_drops_low_scores_and_returns_fewer_than_n():
+    scores = np.zeros(17)
+    scores[[5, 9]] = 0.8
+    idx = max_spread_indices(grid_pose(), scores, 6, score_thr=0.3)
+    assert sorted(idx.tolist()) == [5, 9]
+    assert len(max_spread_indices(grid_pose(), np.zeros(17), 6)) == 0
+
+
+def test_max_spread_percentile_gate_prefers_confident_candidates():
+    scores = np.full(17, 0.31)
+    scores[8] = 1.0
+    scores[[7, 9, 10]] = 0.99  # near 8; the far ends 0 and 16 are barely confident
+    idx = max_spread_indices(grid_pose(), scores, 2, score_thr=0.3, percentile=80.0)
+    assert idx.tolist() == [8, 10]  # the farthest candidate that passes the gate
+    ungated = max_spread_indices(grid_pose(), scores, 2, score_thr=0.3, percentile=0.0)
+    assert ungated.tolist() == [8, 0]
+
+
+def test_max_spread_ties_resolve_to_lower_index():
+    idx = max_spread_indices(np.zeros((17, 2)), np.full(17, 0.5), 2, percentile=0.0)
+    assert idx[0] == 0
+
+
+def test_max_vis_top_n_above_threshold():
+    vis = np.linspace(0, 1, 17)
+    assert max_vis_indices(vis, 3, 0.5).tolist() == [16, 15, 14]
+    assert len(max_vis_indices(np.zeros(17), 3, 0.5)) == 0
+    vis = np.zeros(17)
+    vis[[4, 2]] = 0.7
+    assert max_vis_indices(vis, 3, 0.5).tolist() == [2, 4]  # tie: lower index first
+
+
+def test_select_prompts_pads_with_padding_label():
+    kpts = np.stack([grid_pose(), grid_pose()])
+    scores = np.zeros((2, 17))
+    scores[0, [5, 9, 11]] = 0.9
+    points, labels = select_prompts(kpts, scores, scores, PromptConfig("max_spread", 6))
+    assert points.shape == (2, 6, 2) and labels.shape == (2, 6)
+    assert (labels[0] == 1).sum() == 3 and (labels[0, 3:] == -1).all()
+    assert (labels[1] == -1).all()
+
+
+def test_gt_mode_drops_invisible_keypoints():
+    v = np.zeros((1, 17))
+    v[0, [6, 12]] = 2
+    v[0, 13] = 1
+    points, labels = select_prompts(grid_pose()[None], v, v, PromptConfig("gt", 6))
+    chosen = points[0][labels[0] == 1][:, 0] / 10
+    assert sorted(chosen.tolist()) == [6, 12, 13]
+
+
+def test_unknown_method_is_a_clear_error():
+    with pytest.raises(ValueError, match="max_spread"):
+        PromptConfig("nearest")
