@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import logging
 import sys
@@ -19,6 +20,11 @@ from .images import ImageError, expand_inputs
 from .weights import CHECKPOINTS, WeightsError, cache_dir
 
 logger = logging.getLogger("bmp")
+
+#: Subcommands that live in their own modules: name -> (module, help). Each module
+#: defines ``add_arguments(parser)`` and ``run(args) -> int`` (exit code) and
+#: imports heavy libraries only inside ``run``.
+COMMAND_MODULES: dict[str, tuple[str, str]] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     weights = sub.add_parser("weights", help="list the registered official checkpoints")
     weights.add_argument("--urls", action="store_true", help="print download URLs")
+
+    for name, (module, help_text) in COMMAND_MODULES.items():
+        command = sub.add_parser(name, help=help_text)
+        importlib.import_module(module).add_arguments(command)
+        command.set_defaults(module=module)
     return parser
 
 
@@ -58,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run(args)
-        return list_weights(args)
+        if args.command == "weights":
+            return list_weights(args)
+        return importlib.import_module(args.module).run(args)
     except (ConfigError, WeightsError, ImageError, FileNotFoundError) as exc:
         print(f"bmp: error: {exc}", file=sys.stderr)
         return 2

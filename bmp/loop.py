@@ -55,6 +55,22 @@ class StageTimes:
         return ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in self.seconds.items())
 
 
+@dataclass
+class IterationRecord:
+    """The loop's state after one iteration.
+
+    - ``detect_input``: the (masked) image the detector saw.
+    - ``detections``: step 1's output (boxes, detector scores and masks), before pose.
+    - ``people``: everyone found up to and including this iteration, with
+      exclusive masks among them.
+    """
+
+    iteration: int
+    detect_input: np.ndarray
+    detections: Instances
+    people: Instances
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -130,29 +146,50 @@ class BMP:
             :class:`Instances` with boxes, scores, keypoints, visibility, masks and
             the iteration each person was found in, ordered by iteration.
         """
+        return self._run(image, num_iters, color_order, record=False)[0]
+
+    def predict_iterations(
+        self,
+        image: ImageLike,
+        num_iters: int | None = None,
+        color_order: str = "rgb",
+    ) -> list[IterationRecord]:
+        """The loop's state after every iteration, for measuring what each one
+        adds. ``records[-1].people`` equals what :meth:`predict` returns. The loop
+        stops early after an iteration that detects nobody, so the list can be
+        shorter than ``num_iters``."""
+        return self._run(image, num_iters, color_order, record=True)[1]
+
+    def _run(
+        self, image: ImageLike, num_iters: int | None, color_order: str, record: bool
+    ) -> tuple[Instances, list[IterationRecord]]:
         if isinstance(image, str | os.PathLike) and hasattr(self.detector, "select"):
             self.detector.select(os.fspath(image))
         original = load_image(image, color_order)
         self.times = StageTimes()
         self.detector_inputs = []
+        records: list[IterationRecord] = []
         with self.times("segment"):
             self.segmenter.set_image(original)  # once per image, reused by every iteration
         found = Instances(original.shape[:2])
         detect_input = original
         for iteration in range(1, (num_iters or self.loop.num_iters) + 1):
             self.detector_inputs.append(detect_input)
-            new = self.detect(detect_input, iteration)
-            if len(new) == 0:
+            detections = self.detect(detect_input, iteration)
+            if len(detections):
+                new = self.estimate_pose(original, detections)
+                found = self.merge(found, new)
+                found = self.segment_new(found, iteration)
+            if record:
+                people = self.make_exclusive(found)
+                records.append(IterationRecord(iteration, detect_input, detections, people))
+            if len(detections) == 0:
                 break  # the detector input would not change any more
-            new = self.estimate_pose(original, new)
-            found = self.merge(found, new)
-            found = self.segment_new(found, iteration)
-            # Step 5 is applied once, after the last iteration: exclusivity moves
-            # pixels between masks but never changes their union, which is all
-            # that step 6 blacks out.
+            # Step 5 is applied to outputs only: exclusivity moves pixels between
+            # masks but never changes their union, which is all that step 6 blacks out.
             with self.times("mask_out"):
                 detect_input = mask_out(original, found.masks)
-        return self.make_exclusive(found)
+        return self.make_exclusive(found), records
 
     # The six steps ---------------------------------------------------------
 
