@@ -24,7 +24,10 @@ logger = logging.getLogger("bmp")
 #: Subcommands that live in their own modules: name -> (module, help). Each module
 #: defines ``add_arguments(parser)`` and ``run(args) -> int`` (exit code) and
 #: imports heavy libraries only inside ``run``.
-COMMAND_MODULES: dict[str, tuple[str, str]] = {}
+COMMAND_MODULES: dict[str, tuple[str, str]] = {
+    "eval": ("bmp.evaluation.cli", "COCOeval of every loop iteration and stage on a COCO-format dataset"),
+    "bench": ("bmp.bench", "per-stage timing, throughput, memory and scaling with the number of people"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Libraries (sam2) log chatty INFO lines to the root logger: only bmp's own show.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bmp").setLevel(logging.INFO)
     try:
         if args.command == "run":
             return run(args)

@@ -76,11 +76,14 @@ class PredictionLog:
     A record is ``{"file": ..., "image_id": ..., "height": ..., "width": ...,
     "results": [...]}`` or, for an image that failed, ``{"file": ..., "error": ...}``.
     Re-opening the log skips the images it already holds (resume); a torn last
-    line from a crash is ignored and overwritten.
+    line from a crash is ignored and overwritten. With ``readonly=True`` the file
+    is only read, never repaired or appended to: for reading a log that another
+    process owns (and may be writing).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         self.records: dict[str, dict[str, Any]] = {}
         if self.path.exists():
             self._load()
@@ -97,7 +100,7 @@ class PredictionLog:
                     break
                 self.records[record["file"]] = record
                 good_bytes += len(line)
-        if good_bytes != self.path.stat().st_size:
+        if good_bytes != self.path.stat().st_size and not self.readonly:
             with open(self.path, "r+b") as f:
                 f.truncate(good_bytes)
 
@@ -106,6 +109,8 @@ class PredictionLog:
         return record is not None and "error" not in record
 
     def append(self, record: dict[str, Any]) -> None:
+        if self.readonly:
+            raise PermissionError(f"{self.path} was opened read-only")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -10,7 +10,8 @@ from typing import Any
 from mmengine.config import Config
 
 #: Top-level keys a bmp config may hold.
-TOP_LEVEL_KEYS = ("detector", "pose", "segmenter", "loop", "device", "weights_dirs")
+#: ``video`` is read only by ``bmp video`` / ``bmp.track`` (bmp.video.config).
+TOP_LEVEL_KEYS = ("detector", "pose", "segmenter", "loop", "device", "weights_dirs", "video")
 
 
 class ConfigError(ValueError):
@@ -27,6 +28,10 @@ class LoopConfig:
     - ``oks_nms_thr``: pose NMS drops one of a pair with OKS > this.
     - ``oks_kpt_thr``: only keypoints with score > this count in OKS.
     - ``exclusive_masks``: give overlapping pixels to the best-scoring mask.
+    - ``precision``: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast of the models
+      on CUDA (the CPU always runs fp32).
+    - ``naive``: the reference implementation's schedule, kept for comparison:
+      SAM's image encoder once per iteration, pose and SAM decoding once per person.
     """
 
     num_iters: int = 2
@@ -35,6 +40,8 @@ class LoopConfig:
     oks_nms_thr: float = 0.8
     oks_kpt_thr: float = 0.3
     exclusive_masks: bool = True
+    precision: str = "fp32"
+    naive: bool = False
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LoopConfig:
@@ -45,6 +52,8 @@ class LoopConfig:
         cfg = cls(**values)
         if cfg.num_iters < 1:
             raise ConfigError(f"loop.num_iters must be >= 1, got {cfg.num_iters}")
+        if cfg.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"loop.precision must be 'fp32', 'bf16' or 'fp16', got {cfg.precision!r}")
         return cfg
 
 

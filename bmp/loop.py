@@ -14,6 +14,8 @@ Per image (BMP_NOTES, "The loop")::
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -27,20 +29,25 @@ from torchvision.ops import nms
 
 from .config import LoopConfig, load_config
 from .images import ImageLike, load_image
-from .masks import exclusive_masks, mask_out
+from .masks import exclusive_masks, fill_missing_masks, mask_out
 from .models import DETECTORS, POSE_ESTIMATORS, SEGMENTERS, Detector, PoseEstimator, Segmenter
 from .models.base import build_component
 from .pose_nms import pose_nms
 from .structures import Instances
 
-STAGES = ("detect", "pose", "nms", "segment", "exclusive", "mask_out")
+STAGES = ("detect", "pose", "nms", "sam_encode", "sam_decode", "exclusive", "mask_out")
 
 
 @dataclass
 class StageTimes:
-    """Seconds spent per loop stage in the last :meth:`BMP.predict` call."""
+    """Seconds spent per loop stage in the last :meth:`BMP.predict` call.
+
+    With ``cuda_sync`` each stage waits for the GPU before it stops the clock,
+    so asynchronous kernels are charged to the stage that launched them.
+    """
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    cuda_sync: bool = False
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -48,7 +55,9 @@ class StageTimes:
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - start
+            if self.cuda_sync:
+                torch.cuda.synchronize()
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
     def summary(self) -> str:
         """``detect 31ms, pose 12ms, ...`` (the per-stage line of the CLI)."""
@@ -90,12 +99,17 @@ class BMP:
         pose: PoseEstimator,
         segmenter: Segmenter,
         loop: LoopConfig | None = None,
+        device: str = "cpu",
     ) -> None:
         self.detector = detector
         self.pose = pose
         self.segmenter = segmenter
         self.loop = loop or LoopConfig()
+        self.device = device
+        self._encoded = False
         self.times = StageTimes()
+        # Segmenters may use the other people of the image (negative prompts).
+        self._segment_takes_others = "others" in inspect.signature(segmenter.segment).parameters
         #: What the detector saw in each iteration of the last call (for --vis and tests).
         self.detector_inputs: list[np.ndarray] = []
 
@@ -128,13 +142,22 @@ class BMP:
             pose=build_component(POSE_ESTIMATORS, cfg.pose, "pose", **common),
             segmenter=build_component(SEGMENTERS, cfg.segmenter, "segmenter", **common),
             loop=LoopConfig.from_dict(loop_values),
+            device=device,
         )
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the model calls, on CUDA only (``loop.precision``)."""
+        if self.loop.precision == "fp32" or not str(self.device).startswith("cuda"):
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.loop.precision == "bf16" else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
 
     def predict(
         self,
         image: ImageLike,
         num_iters: int | None = None,
         color_order: str = "rgb",
+        prior: Instances | None = None,
     ) -> Instances:
         """Every person in ``image``.
 
@@ -142,11 +165,15 @@ class BMP:
             image: a path, or an (H, W[, 1|3|4]) array / tensor.
             num_iters: loop iterations (default: the config's).
             color_order: ``'rgb'`` or ``'bgr'`` for 3/4-channel arrays.
+            prior: people expected in this image (video: the previous frame's
+                tracks, boxes moved to where they should be now); see :meth:`seed`.
+                Default None: the plain loop.
         Returns:
             :class:`Instances` with boxes, scores, keypoints, visibility, masks and
-            the iteration each person was found in, ordered by iteration.
+            the iteration each person was found in (0: seeded from ``prior``),
+            ordered by iteration.
         """
-        return self._run(image, num_iters, color_order, record=False)[0]
+        return self._run(image, num_iters, color_order, record=False, prior=prior)[0]
 
     def predict_iterations(
         self,
@@ -161,25 +188,29 @@ class BMP:
         return self._run(image, num_iters, color_order, record=True)[1]
 
     def _run(
-        self, image: ImageLike, num_iters: int | None, color_order: str, record: bool
+        self, image: ImageLike, num_iters: int | None, color_order: str, record: bool,
+        prior: Instances | None = None,
     ) -> tuple[Instances, list[IterationRecord]]:
         if isinstance(image, str | os.PathLike) and hasattr(self.detector, "select"):
             self.detector.select(os.fspath(image))
         original = load_image(image, color_order)
-        self.times = StageTimes()
+        self.times = StageTimes(cuda_sync=str(self.device).startswith("cuda"))
         self.detector_inputs = []
         records: list[IterationRecord] = []
-        with self.times("segment"):
-            self.segmenter.set_image(original)  # once per image, reused by every iteration
+        self._encoded = False  # the segmenter encodes `original` once, on first need
         found = Instances(original.shape[:2])
         detect_input = original
+        if prior is not None and len(prior):
+            found = self.seed(original, prior)
+            with self.times("mask_out"):
+                detect_input = mask_out(original, found.masks)
         for iteration in range(1, (num_iters or self.loop.num_iters) + 1):
             self.detector_inputs.append(detect_input)
             detections = self.detect(detect_input, iteration)
             if len(detections):
-                new = self.estimate_pose(original, detections)
+                new = self.estimate_pose(original, detections, found)
                 found = self.merge(found, new)
-                found = self.segment_new(found, iteration)
+                found = self.segment_new(found, iteration, original)
             if record:
                 people = self.make_exclusive(found)
                 records.append(IterationRecord(iteration, detect_input, detections, people))
@@ -191,12 +222,27 @@ class BMP:
                 detect_input = mask_out(original, found.masks)
         return self.make_exclusive(found), records
 
+    # Step 0 (video only) ------------------------------------------------------
+
+    def seed(self, original: np.ndarray, prior: Instances) -> Instances:
+        """People known before the loop starts (``prior``: its ``boxes`` and
+        ``det_scores`` are used): their poses are estimated on this image (steps
+        2-4 as iteration 0) and those with score > ``det_score_thr`` kept, so the
+        first detector input already has them blacked out and the detector looks
+        for everyone else; OKS-NMS merges any it finds again."""
+        people = Instances(original.shape[:2], boxes=prior.boxes.astype(np.float32),
+                           det_scores=prior.det_scores.astype(np.float32),
+                           iteration=np.zeros(len(prior), np.int32))
+        people = self.estimate_pose(original, people)
+        people = self.merge(Instances(original.shape[:2]), people[people.scores > self.loop.det_score_thr])
+        return self.segment_new(people, 0, original)
+
     # The six steps ---------------------------------------------------------
 
     def detect(self, image: np.ndarray, iteration: int) -> Instances:
         """Step 1: people on the (masked) detector input, filtered by score and
         greedy box NMS, best first."""
-        with self.times("detect"):
+        with self.times("detect"), self.autocast():
             people = self.detector.detect(image)
             h, w = image.shape[:2]
             boxes = people.boxes.copy()
@@ -216,11 +262,26 @@ class BMP:
                 iteration=np.full(len(people), iteration, np.int32), scores=people.det_scores.copy()
             )
 
-    def estimate_pose(self, original: np.ndarray, people: Instances) -> Instances:
-        """Step 2: top-down pose on the original image; score = mean keypoint score."""
-        with self.times("pose"):
-            people = self.pose.estimate(original, people)
-            return people.replace(scores=people.keypoint_scores.mean(1).astype(np.float32))
+    def estimate_pose(
+        self, original: np.ndarray, people: Instances, found: Instances | None = None
+    ) -> Instances:
+        """Step 2: top-down pose on the original image; score = mean keypoint score.
+
+        Mask-conditioned pose models read ``people.masks``: a person the detector
+        gave no mask gets the mask of the earlier-found person it re-detects
+        (box IoU >= 0.5), else its box."""
+        with self.times("pose"), self.autocast():
+            conditioned = people.replace(masks=fill_missing_masks(people, found))
+            if self.loop.naive:  # the reference's schedule: one person per model call
+                posed = Instances.cat(
+                    [self.pose.estimate(original, conditioned[i]) for i in range(len(people))]
+                )
+            else:
+                posed = self.pose.estimate(original, conditioned)
+            # Downstream steps see the detector's own masks, not the stand-ins.
+            return posed.replace(
+                masks=people.masks, scores=posed.keypoint_scores.mean(1).astype(np.float32)
+            )
 
     def merge(self, found: Instances, new: Instances) -> Instances:
         """Step 3: OKS pose-NMS over earlier and new people together."""
@@ -229,16 +290,32 @@ class BMP:
             keep = pose_nms(merged, self.loop.oks_nms_thr, self.loop.oks_kpt_thr)
             return merged[keep]
 
-    def segment_new(self, found: Instances, iteration: int) -> Instances:
+    def segment_new(self, found: Instances, iteration: int, original: np.ndarray) -> Instances:
         """Step 4: masks for this iteration's people (earlier people keep theirs;
         their prompts and the image embedding are unchanged)."""
-        with self.times("segment"):
-            new = found.iteration == iteration
-            if not new.any():
-                return found
-            segmented = self.segmenter.segment(found[new])
-            old = found[~new]
-            return Instances.cat([old, segmented])
+        new = found.iteration == iteration
+        if not new.any():
+            return found
+        old = found[~new]
+        # Batched: one image embedding serves every iteration. Naive: the
+        # reference re-encodes the image every iteration.
+        if self.loop.naive or not self._encoded:
+            with self.times("sam_encode"), self.autocast():
+                self.segmenter.set_image(original)
+            self._encoded = True
+        with self.times("sam_decode"), self.autocast():
+            people = found[new]
+            if not self.loop.naive:
+                kwargs = {"others": old} if self._segment_takes_others else {}
+                segmented = self.segmenter.segment(people, **kwargs)
+            else:
+                parts = []
+                for i in range(len(people)):
+                    rest = Instances.cat([old, people[np.arange(len(people)) != i]])
+                    kwargs = {"others": rest} if self._segment_takes_others else {}
+                    parts.append(self.segmenter.segment(people[i], **kwargs))
+                segmented = Instances.cat(parts)
+        return Instances.cat([old, segmented])
 
     def make_exclusive(self, found: Instances) -> Instances:
         """Step 5: every pixel claimed by several masks goes to the best mask."""

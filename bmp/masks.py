@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .structures import Instances
+
 
 def remove_small_regions(mask: np.ndarray, max_hole_area: int, max_sprinkle_area: int) -> np.ndarray:
     """Fill holes smaller than ``max_hole_area`` px, drop islands smaller than
@@ -56,6 +58,46 @@ def mask_out(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
     if len(masks):
         out[np.any(masks, axis=0)] = 0
     return out
+
+
+def box_masks(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) bool masks filling each xyxy box (clipped to the image)."""
+    h, w = size
+    ys = np.arange(h)[None, :, None]
+    xs = np.arange(w)[None, None, :]
+    b = np.asarray(boxes, dtype=np.float64)
+    return (
+        (xs >= np.floor(b[:, 0, None, None])) & (xs < np.ceil(b[:, 2, None, None]))
+        & (ys >= np.floor(b[:, 1, None, None])) & (ys < np.ceil(b[:, 3, None, None]))
+    )
+
+
+def fill_missing_masks(people: Instances, found: Instances | None, min_iou: float = 0.5) -> np.ndarray:
+    """``people.masks`` with every empty mask replaced: by the mask of the
+    person in ``found`` whose box overlaps it best (IoU >= ``min_iou``), else by
+    the person's box."""
+    masks = people.masks.copy()
+    empty = np.flatnonzero(~masks.reshape(len(masks), -1).any(1))
+    if len(empty) == 0:
+        return masks
+    masks[empty] = box_masks(people.boxes[empty], people.image_size)
+    if found is not None and len(found):
+        iou = box_iou(people.boxes[empty], found.boxes)
+        best = iou.argmax(1)
+        for row, i in enumerate(empty):
+            if iou[row, best[row]] >= min_iou and found.masks[best[row]].any():
+                masks[i] = found.masks[best[row]]
+    return masks
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU of xyxy boxes."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-9)
 
 
 def encode_rle(mask: np.ndarray) -> dict:

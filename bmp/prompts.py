@@ -28,6 +28,13 @@ class PromptConfig:
     - ``score_thr``: MaxSpread keeps keypoints with score >= this.
     - ``visibility_thr``: MaxVis keeps keypoints with visibility >= this.
     - ``percentile``: MaxSpread's gate on the remaining scores.
+    - ``negatives``: optional negative points: ``'others'`` (the confident
+      keypoints of other people closest to this person's box centre) or
+      ``'least_visible'`` (this person's least visible keypoints below
+      ``visibility_thr``); ``num_negative`` of them.
+    - ``use_box``: also prompt with the person's box.
+
+    BMP found that negatives and boxes do not help SAM 2.1; they are off by default.
     """
 
     method: str = "max_spread"
@@ -35,6 +42,9 @@ class PromptConfig:
     score_thr: float = 0.3
     visibility_thr: float = 0.5
     percentile: float = 80.0
+    negatives: str | None = None
+    num_negative: int = 1
+    use_box: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in ("max_spread", "max_vis", "gt"):
@@ -43,6 +53,15 @@ class PromptConfig:
             )
         if self.num_points < 1:
             raise ValueError(f"prompts.num_points must be >= 1, got {self.num_points}")
+        if self.negatives not in (None, "others", "least_visible"):
+            raise ValueError(
+                f"prompts.negatives must be None, 'others' or 'least_visible', got {self.negatives!r}"
+            )
+
+    @property
+    def width(self) -> int:
+        """Prompt points per person, padding included."""
+        return self.num_points + (self.num_negative if self.negatives else 0)
 
 
 def max_spread(
@@ -128,11 +147,42 @@ def gt_indices(keypoints: np.ndarray, gt_visibility: np.ndarray, num_points: int
     return max_spread_indices(keypoints, binary, num_points, score_thr=0.5, percentile=0.0)
 
 
+def closest_other_keypoints(
+    center: np.ndarray,
+    other_keypoints: np.ndarray,
+    other_scores: np.ndarray,
+    num: int,
+    score_thr: float = 0.3,
+) -> np.ndarray:
+    """(P, 2) the ``num`` confident keypoints of other people closest to ``center``.
+
+    Args:
+        center: (2,) this person's box centre.
+        other_keypoints: (M, K, 2) the other people's keypoints.
+        other_scores: (M, K).
+    """
+    pts = np.asarray(other_keypoints, dtype=np.float32).reshape(-1, 2)
+    ok = np.asarray(other_scores).reshape(-1) >= score_thr
+    pts = pts[ok]
+    order = np.argsort(np.linalg.norm(pts - np.asarray(center, np.float32), axis=1), kind="stable")
+    return pts[order[:num]]
+
+
+def least_visible_indices(visibility: np.ndarray, num: int, visibility_thr: float = 0.5) -> np.ndarray:
+    """Indices of the ``num`` least visible keypoints below ``visibility_thr``,
+    least visible first (ties: lower index)."""
+    vis = np.asarray(visibility, dtype=np.float64)
+    order = np.argsort(vis, kind="stable")
+    return order[vis[order] < visibility_thr][:num].astype(np.int64)
+
+
 def select_prompts(
     keypoints: np.ndarray,
     keypoint_scores: np.ndarray,
     visibility: np.ndarray,
     config: PromptConfig,
+    boxes: np.ndarray | None = None,
+    others: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Point prompts for every person, padded to one batch.
 
@@ -140,24 +190,48 @@ def select_prompts(
         keypoints: (N, K, 2).
         keypoint_scores: (N, K).
         visibility: (N, K).
+        boxes: (N, 4) xyxy, needed for ``negatives='others'``.
+        others: keypoints (M, K, 2) and scores (M, K) of people not being
+            segmented now (earlier iterations), also used as negatives.
     Returns:
-        ``points`` (N, P, 2) float32 and ``labels`` (N, P) int32 with 1 for a
-        positive point and -1 for padding; P = ``config.num_points``. A person
-        with no usable keypoint gets only padding.
+        ``points`` (N, P, 2) float32 and ``labels`` (N, P) int32: 1 positive,
+        0 negative, -1 padding; P = ``config.width``. A person with no usable
+        keypoint gets only padding.
     """
     n = len(keypoints)
-    p = config.num_points
+    p = config.width
     points = np.zeros((n, p, 2), dtype=np.float32)
     labels = np.full((n, p), PAD_LABEL, dtype=np.int32)
+    if config.negatives == "others":
+        if boxes is None:
+            raise ValueError("negatives='others' needs the people's boxes")
+        all_kpts, all_scores = keypoints, keypoint_scores
+        if others is not None and len(others[0]):
+            all_kpts = np.concatenate([keypoints, others[0]])
+            all_scores = np.concatenate([keypoint_scores, others[1]])
     for i in range(n):
         if config.method == "max_spread":
             idx = max_spread_indices(
-                keypoints[i], keypoint_scores[i], p, config.score_thr, config.percentile
+                keypoints[i], keypoint_scores[i], config.num_points, config.score_thr, config.percentile
             )
         elif config.method == "max_vis":
-            idx = max_vis_indices(visibility[i], p, config.visibility_thr)
+            idx = max_vis_indices(visibility[i], config.num_points, config.visibility_thr)
         else:
-            idx = gt_indices(keypoints[i], visibility[i], p)
+            idx = gt_indices(keypoints[i], visibility[i], config.num_points)
         points[i, : len(idx)] = keypoints[i, idx]
         labels[i, : len(idx)] = 1
+        if config.negatives == "others":
+            rest = np.arange(len(all_kpts)) != i
+            center = (boxes[i, :2] + boxes[i, 2:]) / 2
+            neg = closest_other_keypoints(
+                center, all_kpts[rest], all_scores[rest], config.num_negative, config.score_thr
+            )
+        elif config.negatives == "least_visible":
+            idx = least_visible_indices(visibility[i], config.num_negative, config.visibility_thr)
+            neg = keypoints[i, idx]
+        else:
+            continue
+        start = config.num_points
+        points[i, start : start + len(neg)] = neg
+        labels[i, start : start + len(neg)] = 0
     return points, labels

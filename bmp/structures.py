@@ -36,11 +36,15 @@ class Instances:
       pose model has no visibility head
     - ``presence`` (N, K) float32 in [0, 1]; equals ``keypoint_scores`` when the
       pose model has no presence head
+    - ``kpt_oks`` (N, K) float32: expected OKS per keypoint (ProbPose); equals
+      ``keypoint_scores`` when the pose model has no such head
     - ``masks`` (N, H, W) bool: final (exclusive) masks
     - ``mask_scores`` (N,) float32: the segmenter's predicted IoU
     - ``iteration`` (N,) int32: 1-based loop iteration that found the person
     - ``prompts`` (N, P, 2) float32 and ``prompt_labels`` (N, P) int32: the points
       the segmenter was prompted with; label 1 positive, 0 negative, -1 padding
+    - ``track_id`` (N,) int32: identity across video frames (``bmp.track``); -1
+      for untracked people and for still images
     """
 
     image_size: tuple[int, int]  # (height, width)
@@ -57,11 +61,13 @@ class Instances:
         default_factory=lambda: _default((NUM_KEYPOINTS,), np.float32)
     )
     presence: np.ndarray = field(default_factory=lambda: _default((NUM_KEYPOINTS,), np.float32))
+    kpt_oks: np.ndarray = field(default_factory=lambda: _default((NUM_KEYPOINTS,), np.float32))
     masks: np.ndarray | None = None
     mask_scores: np.ndarray = field(default_factory=lambda: _default((), np.float32))
     iteration: np.ndarray = field(default_factory=lambda: _default((), np.int32))
     prompts: np.ndarray = field(default_factory=lambda: _default((0, 2), np.float32))
     prompt_labels: np.ndarray = field(default_factory=lambda: _default((0,), np.int32))
+    track_id: np.ndarray = field(default_factory=lambda: _default((), np.int32))
 
     def __post_init__(self) -> None:
         h, w = self.image_size
@@ -80,8 +86,10 @@ class Instances:
             ("keypoint_scores", (NUM_KEYPOINTS,), np.float32, 0.0),
             ("visibility", (NUM_KEYPOINTS,), np.float32, 0.0),
             ("presence", (NUM_KEYPOINTS,), np.float32, 0.0),
+            ("kpt_oks", (NUM_KEYPOINTS,), np.float32, 0.0),
             ("mask_scores", (), np.float32, 0.0),
             ("iteration", (), np.int32, 0),
+            ("track_id", (), np.int32, -1),
         ):
             if len(getattr(self, name)) == 0 and n:
                 setattr(self, name, np.full((n, *tail), fill, dtype=dtype))

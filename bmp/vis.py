@@ -20,6 +20,13 @@ def iteration_color(iteration: int, shade: int = 0) -> tuple[int, int, int]:
     return tuple(int(c) for c in np.clip(base * factor, 0, 255))
 
 
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A stable, well-spread BGR colour per track id (golden-ratio hue steps)."""
+    hue = int((track_id * 0.618033988749895 % 1.0) * 180)
+    hsv = np.array([[[hue, 200, 230]]], np.uint8)
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
+
+
 def draw_instances(
     image_rgb: np.ndarray,
     people: Instances,
@@ -27,9 +34,14 @@ def draw_instances(
     mask_alpha: float = 0.45,
     show_prompts: bool = True,
 ) -> np.ndarray:
-    """An (H, W, 3) BGR overlay ready for ``cv2.imwrite``."""
+    """An (H, W, 3) BGR overlay ready for ``cv2.imwrite``. People with a
+    ``track_id`` >= 0 (video) are coloured by track and labelled ``#id``; the
+    others by the iteration that found them."""
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR).astype(np.float32)
-    colors = [iteration_color(int(it), i) for i, it in enumerate(people.iteration)]
+    colors = [
+        track_color(int(t)) if t >= 0 else iteration_color(int(it), i)
+        for i, (it, t) in enumerate(zip(people.iteration, people.track_id, strict=True))
+    ]
     for mask, color in zip(people.masks, colors, strict=True):
         canvas[mask] = canvas[mask] * (1 - mask_alpha) + np.array(color, np.float32) * mask_alpha
     out = canvas.astype(np.uint8)
@@ -38,6 +50,8 @@ def draw_instances(
         x0, y0, x1, y1 = (int(round(v)) for v in people.boxes[i])
         cv2.rectangle(out, (x0, y0), (x1, y1), color, line)
         label = f"it{int(people.iteration[i])} {people.scores[i]:.2f}"
+        if people.track_id[i] >= 0:
+            label = f"#{int(people.track_id[i])} {label}"
         cv2.putText(out, label, (x0, max(10, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.4 * line, color, max(1, line // 2), cv2.LINE_AA)
         kpts, ok = people.keypoints[i], people.keypoint_scores[i] >= kpt_thr

@@ -340,3 +340,13 @@ def load_weights(
 
 def _preview(keys: list[str], n: int = 5) -> str:
     return "[" + ", ".join(keys[:n]) + (", ..." if len(keys) > n else "") + "]"
+
+
+def load_or_warn(model: torch.nn.Module, path: Path | None, strict: bool = True) -> None:
+    """Load the resolved checkpoint ``path`` into ``model``; ``None`` keeps the
+    random init, which is only good for timing (``bmp bench --random-init``)
+    and says so."""
+    if path is None:
+        logger.warning("%s: no checkpoint given, random weights (speed tests only)", type(model).__name__)
+        return
+    load_weights(model, path, strict=strict)

@@ -86,3 +86,30 @@ def test_gt_mode_drops_invisible_keypoints():
 def test_unknown_method_is_a_clear_error():
     with pytest.raises(ValueError, match="max_spread"):
         PromptConfig("nearest")
+
+
+def test_negatives_from_other_people_are_their_closest_confident_keypoints():
+    from bmp.prompts import closest_other_keypoints
+
+    others = np.stack([grid_pose() + [0, 50], grid_pose() + [0, 5]])
+    scores = np.ones((2, 17))
+    scores[1, 3] = 0.0  # not confident: never a negative
+    neg = closest_other_keypoints(np.array([30.0, 0.0]), others, scores, 2)
+    assert neg.tolist() == [[20.0, 5.0], [40.0, 5.0]]  # equal distance: lower index first
+
+
+def test_select_prompts_appends_negatives_after_positives():
+    kpts = np.stack([grid_pose(), grid_pose() + [0, 30]])
+    scores = np.full((2, 17), 0.9)
+    boxes = np.array([[0, 0, 160, 10], [0, 25, 160, 40]], np.float32)
+    cfg = PromptConfig("max_spread", 2, negatives="others", num_negative=1)
+    points, labels = select_prompts(kpts, scores, scores, cfg, boxes=boxes)
+    assert points.shape == (2, 3, 2) and labels[:, :2].tolist() == [[1, 1], [1, 1]]
+    assert labels[:, 2].tolist() == [0, 0]
+    assert points[0, 2, 1] == 30  # person 0's negative lies on person 1
+    vis = np.full((2, 17), 0.9)
+    vis[0, 7] = 0.1
+    cfg = PromptConfig("max_vis", 2, negatives="least_visible", num_negative=1)
+    points, labels = select_prompts(kpts, scores, vis, cfg)
+    assert labels[0].tolist() == [1, 1, 0] and points[0, 2].tolist() == [70, 0]
+    assert labels[1].tolist() == [1, 1, -1]  # nobody below the visibility threshold

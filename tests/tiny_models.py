@@ -9,16 +9,18 @@ import torch
 RTMDET_TINY = "mmdet::rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py"
 RTMPOSE_T = "mmpose::body_2d_keypoint/rtmpose/coco/rtmpose-t_8xb256-420e_coco-256x192.py"
 SAM21_T = "configs/sam2.1/sam2.1_hiera_t.yaml"
+#: A small heatmap model with a UDP codec: exercises the batched top-down path.
+CSPNEXT_T_UDP = "mmpose::body_2d_keypoint/topdown_heatmap/coco/cspnext-tiny_udp_8xb256-210e_coco-256x192.py"
 
 
-def build_rtmdet_tiny(cls_bias: float | None = None) -> torch.nn.Module:
+def build_rtmdet_tiny(cls_bias: float | None = None, config: str = RTMDET_TINY) -> torch.nn.Module:
     from mmdet.apis import init_detector
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
 
     from bmp.models.base import resolve_model_config
 
-    cfg = Config.fromfile(resolve_model_config(RTMDET_TINY))
+    cfg = Config.fromfile(resolve_model_config(config))
     cfg.model.backbone.init_cfg = None  # no pretrained download
     with DefaultScope.overwrite_default_scope("mmdet"):
         model = init_detector(cfg, checkpoint=None, device="cpu")
@@ -55,6 +57,12 @@ def save_tiny_checkpoints(folder: Path) -> None:
     with DefaultScope.overwrite_default_scope("mmpose"):
         pose = init_model(cfg, checkpoint=None, device="cpu")
     torch.save({"state_dict": pose.state_dict(), "meta": {}}, folder / "rtmpose_t_random.pth")
+    torch.manual_seed(3)
+    cfg = Config.fromfile(resolve_model_config(CSPNEXT_T_UDP))
+    cfg.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope("mmpose"):
+        pose = init_model(cfg, checkpoint=None, device="cpu")
+    torch.save({"state_dict": pose.state_dict(), "meta": {}}, folder / "cspnext_t_udp_random.pth")
 
     torch.manual_seed(2)
     sam = build_sam2(SAM21_T, ckpt_path=None, device="cpu", mode="eval")

@@ -40,7 +40,9 @@ class PoseEstimator(Protocol):
 class Segmenter(Protocol):
     """Pose-to-mask. ``set_image`` does the costly per-image work once;
     ``segment`` fills ``masks``, ``mask_scores`` and ``prompts`` of the given
-    people and may be called many times per image."""
+    people and may be called many times per image. A ``segment`` that also
+    accepts ``others`` (the people found in earlier iterations) gets them, for
+    negative prompts or joint partitions."""
 
     def set_image(self, image: np.ndarray) -> None: ...
 
@@ -78,11 +80,17 @@ def build_component(registry: Registry, cfg: dict[str, Any], section: str, **def
 
 def resolve_model_config(path: str) -> str:
     """A model config path; ``'mmdet::rtmdet/x.py'`` names a config shipped
-    inside the installed package (``mmdet``, ``mmpose``, ``mmpretrain``)."""
+    inside the installed package (``mmdet``, ``mmpose``, ``mmpretrain``). A
+    relative path is tried from the working directory, then from the bmp
+    checkout (so ``configs/pose/pmpose-b.py`` works from anywhere)."""
     if "::" not in path:
-        if not Path(path).is_file():
-            raise ConfigError(f"model config file not found: {path}")
-        return path
+        candidates = [Path(path)]
+        if not Path(path).is_absolute():
+            candidates.append(Path(__file__).resolve().parents[2] / path)
+        for candidate in candidates:
+            if candidate.is_file():
+                return str(candidate)
+        raise ConfigError(f"model config file not found: {path}")
     scope, rel = path.split("::", 1)
     try:
         package = importlib.import_module(scope)

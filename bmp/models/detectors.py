@@ -33,7 +33,7 @@ class MMDetDetector:
     def __init__(
         self,
         config: str,
-        checkpoint: str,
+        checkpoint: str | None,
         device: str = "cpu",
         weights_dirs: Sequence[str] = (),
         score_thr: float = 0.05,
@@ -46,7 +46,7 @@ class MMDetDetector:
         from mmengine.config import Config
         from mmengine.registry import DefaultScope
 
-        from ..weights import load_weights
+        from ..weights import load_or_warn
 
         cfg = Config.fromfile(resolve_model_config(config))
         test_cfg = cfg.model.get("test_cfg") or {}
@@ -54,10 +54,11 @@ class MMDetDetector:
         target = test_cfg.get("rcnn", test_cfg)
         target.update(score_thr=score_thr, max_per_img=max_per_img)
         target["nms"] = dict(type="nms", iou_threshold=nms_iou)
-        path = resolve_checkpoint(checkpoint, weights_dirs)
+        # Resolved before building, so a missing file fails fast.
+        path = resolve_checkpoint(checkpoint, weights_dirs) if checkpoint is not None else None
         with DefaultScope.overwrite_default_scope("mmdet"):
             self.model = init_detector(cfg, checkpoint=None, device=device)
-        load_weights(self.model, path, strict=strict)
+        load_or_warn(self.model, path, strict=strict)
         self.model.eval()
         self.person_class = person_class
         self.device = device

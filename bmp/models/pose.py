@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..masks import box_iou
 from ..structures import NUM_KEYPOINTS, Instances
 from ..weights import resolve_checkpoint
 from .base import POSE_ESTIMATORS, resolve_model_config
@@ -15,69 +16,172 @@ from .detectors import load_ultralytics
 
 @POSE_ESTIMATORS.register_module()
 class MMPoseTopDown:
-    """Any mmpose top-down model (config + checkpoint), all boxes of an
-    iteration in one forward pass.
+    """Any mmpose top-down model (config + checkpoint).
 
-    Crops follow the model's own test pipeline (BMP: box padding 1.25, UDP
-    affine to 192x256). Models without visibility/presence heads report their
-    keypoint scores in those fields.
+    Two execution paths give the same keypoints (within interpolation noise):
+
+    - ``batched=True`` (default, for heatmap heads with a UDP codec such as
+      ViTPose, MaskPose, PMPose): all boxes of an iteration are cropped on the
+      device with one ``grid_sample``, original and flipped crops run as one
+      batch, heatmaps are decoded together (:mod:`bmp.models.topdown`).
+    - ``batched=False`` or any other head (e.g. RTMPose's SimCC): mmpose's own
+      per-sample pipeline, as the reference implementation runs it.
+
+    MaskPose conditioning: when the model config's test pipeline holds
+    ``MaskBackground`` (or ``mask_alpha`` is given), each crop's background is
+    dimmed with the person's mask from ``people.masks``. Side heads
+    (``ProbPoseHead``) fill ``visibility``, ``presence`` and ``kpt_oks``; other
+    models report their keypoint scores there.
+
+    Args:
+        mask_alpha: override the config's MaskBackground alpha (0 disables).
+        padding: box padding before cropping (mmpose's ``GetBBoxCenterScale``).
     """
 
     def __init__(
         self,
         config: str,
-        checkpoint: str,
+        checkpoint: str | None,
         device: str = "cpu",
         weights_dirs: Sequence[str] = (),
         flip_test: bool = True,
+        mask_alpha: float | None = None,
+        batched: bool = True,
+        padding: float = 1.25,
         strict: bool = True,
     ) -> None:
         from mmengine.config import Config
         from mmengine.registry import DefaultScope
         from mmpose.apis import init_model
 
-        from ..weights import load_weights
+        from ..weights import load_or_warn
+        from . import mmpose_ext  # noqa: F401  (registers MaskBackground, ProbPoseHead)
 
         cfg = Config.fromfile(resolve_model_config(config))
         cfg.model.setdefault("test_cfg", {})["flip_test"] = flip_test
-        path = resolve_checkpoint(checkpoint, weights_dirs)
+        # Resolved before building, so a missing file fails fast.
+        path = resolve_checkpoint(checkpoint, weights_dirs) if checkpoint is not None else None
         with DefaultScope.overwrite_default_scope("mmpose"):
             self.model = init_model(cfg, checkpoint=None, device=device)
-        load_weights(self.model, path, strict=strict)
+        load_or_warn(self.model, path, strict=strict)
         self.model.eval()
         self.device = device
+        self.flip_test = flip_test
+        self.padding = padding
+        pipeline = list(cfg.test_dataloader.dataset.pipeline)
+        configured = next((t for t in pipeline if t["type"] == "MaskBackground"), None)
+        self.mask_alpha = mask_alpha if mask_alpha is not None else (
+            configured.get("alpha", 0.25) if configured else 0.0
+        )
+        self.batched = batched and _supports_batched(self.model)
+        self._pipeline_cfg = _with_mask_background(pipeline, self.mask_alpha)
+        self._pipeline = None
 
     @torch.inference_mode()
     def estimate(self, image: np.ndarray, people: Instances) -> Instances:
         if len(people) == 0:
             return people
+        outputs = self._batched(image, people) if self.batched else self._per_sample(image, people)
+        kpts, scores, side = outputs
+        fallback = scores.copy()
+        return people.replace(
+            keypoints=kpts.astype(np.float32),
+            keypoint_scores=scores.astype(np.float32),
+            visibility=np.clip(side.get("keypoints_visible", fallback), 0, 1).astype(np.float32),
+            presence=np.clip(side.get("keypoints_probs", fallback), 0, 1).astype(np.float32),
+            kpt_oks=side.get("keypoints_oks", fallback).astype(np.float32),
+        )
+
+    def _batched(self, image: np.ndarray, people: Instances):
+        from mmpose.models.utils.tta import flip_heatmaps
+
+        from .topdown import crop_people, decode_udp_heatmaps, heatmap_to_image
+
+        model, head = self.model, self.model.head
+        dev = next(model.parameters()).device
+        codec = head.decoder
+        image_t = torch.from_numpy(image).to(dev).permute(2, 0, 1).float()
+        boxes = torch.from_numpy(people.boxes).to(dev)
+        masks = torch.from_numpy(people.masks).to(dev) if self.mask_alpha > 0 else None
+        crops = crop_people(image_t, boxes, tuple(codec.input_size), self.padding, masks, self.mask_alpha)
+        x = crops.images
+        preprocessor = model.data_preprocessor
+        if not getattr(preprocessor, "_channel_conversion", True):
+            x = x[:, [2, 1, 0]]  # the model expects BGR input
+        x = (x - preprocessor.mean) / preprocessor.std
+        n = len(x)
+        if self.flip_test:
+            x = torch.cat([x, x.flip(-1)])  # one forward pass for both views
+        feats = model.extract_feat(x)
+        heatmaps = head.forward(feats)
+        side = head.forward_side(feats) if hasattr(head, "forward_side") else {}
+        if self.flip_test:
+            flip_indices = model.dataset_meta["flip_indices"]
+            test_cfg = model.test_cfg or {}
+            flipped = flip_heatmaps(
+                heatmaps[n:], flip_mode=test_cfg.get("flip_mode", "heatmap"),
+                flip_indices=flip_indices, shift_heatmap=test_cfg.get("shift_heatmap", False),
+            )
+            heatmaps = (heatmaps[:n] + flipped) * 0.5
+            side = {k: (v[:n] + v[n:][:, flip_indices]) * 0.5 for k, v in side.items()}
+        locs, scores = decode_udp_heatmaps(heatmaps.float(), codec.blur_kernel_size)
+        kpts = heatmap_to_image(
+            locs, tuple(codec.heatmap_size), tuple(codec.input_size), crops.centers, crops.scales
+        )
+        if "keypoints_error" in side:
+            side["keypoints_error"] = side["keypoints_error"] / float(np.hypot(*heatmaps.shape[-2:]))
+        if side and getattr(head, "score_source", "heatmap") == "oks":
+            scores = side["keypoints_oks"]
+        k = NUM_KEYPOINTS
+        side_np = {name: v[:, :k].float().cpu().numpy() for name, v in side.items()}
+        return kpts[:, :k].cpu().numpy(), scores[:, :k].float().cpu().numpy(), side_np
+
+    def _per_sample(self, image: np.ndarray, people: Instances):
+        from mmcv.transforms import Compose
+        from mmengine.dataset import pseudo_collate
         from mmengine.registry import DefaultScope
-        from mmpose.apis import inference_topdown
 
         bgr = np.ascontiguousarray(image[..., ::-1])
         with DefaultScope.overwrite_default_scope("mmpose"):
-            samples = inference_topdown(self.model, bgr, people.boxes, bbox_format="xyxy")
-        kpts = np.concatenate([s.pred_instances.keypoints for s in samples])[:, :NUM_KEYPOINTS]
-        scores = np.concatenate([s.pred_instances.keypoint_scores for s in samples])
-        scores = scores[:, :NUM_KEYPOINTS].astype(np.float32)
-        visibility = _optional_field(samples, "keypoints_visible", scores)
-        presence = _optional_field(samples, "keypoints_presence", scores)
-        return people.replace(
-            keypoints=kpts.astype(np.float32),
-            keypoint_scores=scores,
-            visibility=visibility,
-            presence=presence,
-        )
+            if self._pipeline is None:
+                self._pipeline = Compose(self._pipeline_cfg)
+            samples = []
+            for i, box in enumerate(people.boxes):
+                info = dict(img=bgr, bbox=box[None].astype(np.float32), bbox_score=np.ones(1, np.float32))
+                if self.mask_alpha > 0:
+                    info["mask"] = people.masks[i]
+                info.update(self.model.dataset_meta)
+                samples.append(self._pipeline(info))
+            results = self.model.test_step(pseudo_collate(samples))
+        k = NUM_KEYPOINTS
+        kpts = np.concatenate([r.pred_instances.keypoints for r in results])[:, :k]
+        scores = np.concatenate([r.pred_instances.keypoint_scores for r in results])[:, :k]
+        side = {}
+        for name in ("keypoints_visible", "keypoints_probs", "keypoints_oks", "keypoints_error"):
+            values = [getattr(r.pred_instances, name, None) for r in results]
+            if all(v is not None for v in values) and hasattr(self.model.head, "forward_side"):
+                side[name] = np.concatenate([np.asarray(v, np.float32).reshape(1, -1) for v in values])[:, :k]
+        return kpts, scores, side
 
 
-def _optional_field(samples, name: str, fallback: np.ndarray) -> np.ndarray:
-    values = [getattr(s.pred_instances, name, None) for s in samples]
-    if any(v is None for v in values):
-        return fallback.copy()
-    out = np.concatenate([np.asarray(v, dtype=np.float32) for v in values])[:, :NUM_KEYPOINTS]
-    # mmpose fills keypoints_visible with the keypoint scores when no head
-    # predicts it; either way the values are probabilities.
-    return np.clip(out.reshape(fallback.shape), 0.0, 1.0)
+def _supports_batched(model) -> bool:
+    from mmpose.codecs import UDPHeatmap
+    from mmpose.models.heads import HeatmapHead
+
+    return isinstance(model.head, HeatmapHead) and isinstance(model.head.decoder, UDPHeatmap)
+
+
+def _with_mask_background(pipeline: list[dict], alpha: float) -> list[dict]:
+    """The test pipeline with a string image loader replaced for arrays, and
+    ``MaskBackground`` present (before ``TopdownAffine``) exactly when alpha > 0."""
+    steps = [dict(t) for t in pipeline if t["type"] != "MaskBackground"]
+    for step in steps:
+        if step["type"] == "LoadImage":
+            step.setdefault("imdecode_backend", "cv2")
+    if alpha > 0:
+        at = next(i for i, t in enumerate(steps) if t["type"] == "TopdownAffine")
+        steps.insert(at, dict(type="MaskBackground", alpha=alpha, continue_on_failure=True))
+    return steps
 
 
 @POSE_ESTIMATORS.register_module()
@@ -133,7 +237,7 @@ class UltralyticsTopDown:
                 kpts[i] = (people.boxes[i, :2] + people.boxes[i, 2:]) / 2
                 continue
             boxes = result.boxes.xyxy.float().cpu().numpy()
-            best = int(np.argmax(_iou(query[i], boxes) + 1e-3 * result.boxes.conf.cpu().numpy()))
+            best = int(np.argmax(box_iou(query[i][None], boxes)[0] + 1e-3 * result.boxes.conf.cpu().numpy()))
             kpts[i] = result.keypoints.xy[best].float().cpu().numpy() + np.array(origins[i])
             if result.keypoints.conf is not None:
                 scores[i] = result.keypoints.conf[best].float().cpu().numpy()
@@ -157,12 +261,3 @@ class DetectorKeypoints:
         return people.replace(
             visibility=people.keypoint_scores.copy(), presence=people.keypoint_scores.copy()
         )
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lt = np.maximum(box[:2], boxes[:, :2])
-    rb = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = np.prod(box[2:] - box[:2])
-    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    return inter / np.maximum(area + areas - inter, 1e-9)

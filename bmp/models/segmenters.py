@@ -13,7 +13,7 @@ from ..keypoints import SKELETON, TORSO
 from ..masks import remove_small_regions
 from ..prompts import PromptConfig, select_prompts
 from ..structures import Instances
-from ..weights import load_weights, resolve_checkpoint
+from ..weights import load_or_warn, resolve_checkpoint
 from .base import SEGMENTERS
 
 
@@ -37,7 +37,7 @@ class SAM2Segmenter:
     def __init__(
         self,
         config: str = "configs/sam2.1/sam2.1_hiera_b+.yaml",
-        checkpoint: str = "sam2.1-hiera-b+",
+        checkpoint: str | None = "sam2.1-hiera-b+",
         device: str = "cpu",
         weights_dirs: Sequence[str] = (),
         prompts: dict[str, Any] | None = None,
@@ -49,9 +49,10 @@ class SAM2Segmenter:
         from sam2.build_sam import build_sam2
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-        path = resolve_checkpoint(checkpoint, weights_dirs)
+        # Resolved before building, so a missing file fails fast.
+        path = resolve_checkpoint(checkpoint, weights_dirs) if checkpoint is not None else None
         model = build_sam2(config, ckpt_path=None, device="cpu", mode="eval")
-        load_weights(model, path, strict=strict)
+        load_or_warn(model, path, strict=strict)
         model.to(device).eval()
         self.predictor = SAM2ImagePredictor(model, mask_threshold=mask_threshold)
         self.prompt_config = PromptConfig(**(prompts or {}))
@@ -64,26 +65,31 @@ class SAM2Segmenter:
         self.predictor.set_image(image)
 
     @torch.inference_mode()
-    def segment(self, people: Instances) -> Instances:
+    def segment(self, people: Instances, others: Instances | None = None) -> Instances:
+        """Masks for ``people``; ``others`` (people found earlier) only feed
+        negative prompts when those are configured."""
         n = len(people)
         if n == 0:
             return people
         if not self.predictor._is_image_set:
             raise RuntimeError("SAM2Segmenter.set_image must be called before segment")
+        cfg = self.prompt_config
         points, labels = select_prompts(
-            people.keypoints, people.keypoint_scores, people.visibility, self.prompt_config
+            people.keypoints, people.keypoint_scores, people.visibility, cfg, boxes=people.boxes,
+            others=(others.keypoints, others.keypoint_scores) if others is not None else None,
         )
         h, w = people.image_size
         masks = np.zeros((n, h, w), dtype=bool)
         scores = np.zeros(n, dtype=np.float32)
-        prompted = np.flatnonzero((labels > 0).any(1))
+        prompted = np.flatnonzero((labels > 0).any(1) | cfg.use_box)
         if len(prompted):
-            _, coords, point_labels, _ = self.predictor._prep_prompts(
-                points[prompted], labels[prompted], None, None, normalize_coords=True
+            boxes = people.boxes[prompted] if cfg.use_box else None
+            _, coords, point_labels, box = self.predictor._prep_prompts(
+                points[prompted], labels[prompted], boxes, None, normalize_coords=True
             )
             # Batched torch-level call: one prompt-encoder/decoder pass for all people.
             batch_masks, iou, _ = self.predictor._predict(
-                coords, point_labels, None, None, multimask_output=False
+                coords, point_labels, box, None, multimask_output=False
             )
             raw = batch_masks[:, 0].bool().cpu().numpy()
             scores[prompted] = iou[:, 0].float().cpu().numpy()
@@ -113,7 +119,7 @@ class SkeletonSegmenter:
     def set_image(self, image: np.ndarray) -> None:
         """Nothing to precompute."""
 
-    def segment(self, people: Instances) -> Instances:
+    def segment(self, people: Instances, others: Instances | None = None) -> Instances:
         h, w = people.image_size
         masks = np.zeros((len(people), h, w), dtype=bool)
         scores = np.zeros(len(people), dtype=np.float32)

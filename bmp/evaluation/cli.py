@@ -1,0 +1,204 @@
+"""``bmp eval``: the loop on a COCO-format benchmark, scored with COCOeval after
+every iteration and stage, on all persons and on OCHuman's occlusion subsets.
+
+    bmp eval --config CFG --ann ANN.json --images DIR --out DIR [--iters N] [--gt-kpts] [--limit K]
+    torchrun --nproc_per_node=K -m bmp eval ...        # sharded over K processes
+
+Writes to OUT: ``predictions.rank{R}.jsonl`` (per-image records, resumable),
+``metrics.json``, ``metrics.md`` (the printed table), ``results_iter{k}.json``
+(COCO results after iteration k; ``results_gt_kpts.json`` with ``--gt-kpts``)
+and ``ap_vs_iteration.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("bmp.eval")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="loop config, e.g. configs/bmp_lite.py")
+    parser.add_argument("--ann", required=True, help="COCO-format annotation file (COCO, OCHuman, CIHP)")
+    parser.add_argument("--images", required=True, help="folder with the annotated images")
+    parser.add_argument("--out", required=True, help="output folder (re-run to resume)")
+    parser.add_argument("--iters", type=int, default=None, help="loop iterations (default: config)")
+    parser.add_argument(
+        "--gt-kpts", action="store_true",
+        help="ground-truth poses in, masks out: segment every GT pose and report mask AP",
+    )
+    parser.add_argument("--limit", type=int, default=None, metavar="K",
+                        help="only the first K images (by image id), for quick runs")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
+    parser.add_argument(
+        "--weights-dir", action="append", default=[], metavar="DIR",
+        help="folder with checkpoint files, searched before the cache (repeatable)",
+    )
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over instead of resuming from OUT/predictions.rank*.jsonl")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .distributed import init_distributed
+
+    dist, device = init_distributed(args.device)
+    try:
+        return _evaluate(args, dist, device)
+    finally:
+        dist.close()
+
+
+def _evaluate(args: argparse.Namespace, dist: Any, device: str | None) -> int:
+    from ..config import ConfigError
+    from .dataset import DatasetError, EvalDataset
+    from .inference import done_files, read_logs, run_shard
+
+    if args.gt_kpts and args.iters is not None:
+        raise ConfigError("--iters has no effect with --gt-kpts (no loop runs)")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    dataset = EvalDataset(args.ann, args.images)
+    if args.gt_kpts:
+        for needed in ("keypoints", "segm"):
+            if needed in dataset.skipped:
+                raise DatasetError(f"--gt-kpts needs 17 keypoints and masks: {dataset.skipped[needed]}")
+    num_iters = None if args.gt_kpts else _num_iters(args.config, args.iters)
+    out = Path(args.out)
+    signature = _signature(args, num_iters)
+    _check_previous_run(out, signature, args.overwrite)  # every rank: all fail alike
+    dist.barrier()
+    if dist.is_main:
+        _prepare_out(out, signature, args.overwrite)
+    dist.barrier()
+
+    selected = dataset.images[: args.limit]
+    missing = [i for i in selected if i.path is None]
+    if missing and dist.is_main:
+        logger.warning("%d of %d images are missing from %s (e.g. %s); they count as failed",
+                       len(missing), len(selected), dataset.images_dir, missing[0].file_name)
+    done = done_files(out)
+    todo = [i for i in selected if i.file_name not in done]
+    if dist.is_main and len(todo) < len(selected):
+        logger.info("resuming: %d of %d images already done", len(selected) - len(todo), len(selected))
+
+    def predictor_factory() -> Any:
+        if args.gt_kpts:
+            from .gt_poses import GTPosePredictor, build_segmenter
+
+            return GTPosePredictor(build_segmenter(args.config, device, args.weights_dir), dataset)
+        from .inference import build_loop_predictor
+
+        return build_loop_predictor(args.config, device, args.weights_dir, num_iters)
+
+    finished = run_shard(dist.shard(todo), predictor_factory, out, dist)
+    dist.barrier()
+    finished_everywhere = [name for names in dist.all_gather(finished) for name in names]
+    if not dist.is_main:
+        return 0
+
+    records = read_logs(out)
+    unseen = [n for n in finished_everywhere if "error" in records.get(n, {"error": ""})]
+    if unseen:
+        raise ConfigError(
+            f"rank 0 cannot read the results of {len(unseen)} images other ranks wrote "
+            f"(e.g. {unseen[0]}): --out must be a folder shared by all nodes"
+        )
+    return _report(args, dataset, selected, records, num_iters)
+
+
+def _report(
+    args: argparse.Namespace, dataset: Any, selected: list, records: dict[str, dict[str, Any]],
+    num_iters: int | None,
+) -> int:
+    from ..coco import write_json_atomic
+    from .evaluate import collect_results, evaluate_records
+    from .records import GT_KPTS_ROW, GT_KPTS_STAGES, LOOP_STAGES
+    from .report import markdown_table, plot_ap
+
+    out = Path(args.out)
+    ok = {r["image_id"]: r for r in (records.get(i.file_name) for i in selected)
+          if r is not None and "error" not in r}
+    failed = [{"file": i.file_name, "error": records[i.file_name]["error"]}
+              for i in selected if "error" in records.get(i.file_name, {})]
+    if not ok:
+        logger.error("no image could be processed; nothing to evaluate")
+        return 1
+    rows = [GT_KPTS_ROW] if args.gt_kpts else list(range(1, num_iters + 1))
+    stages = GT_KPTS_STAGES if args.gt_kpts else LOOP_STAGES
+    metrics: dict[str, Any] = {
+        "mode": "gt_kpts" if args.gt_kpts else "loop",
+        "config": str(args.config),
+        "num_iters": num_iters,
+        "dataset": {"ann": str(args.ann), "images": str(args.images)},
+        "iou_types": list(dataset.iou_types),
+        "skipped": dataset.skipped,
+        "images": {"selected": len(selected), "evaluated": len(ok), "failed": failed},
+        **evaluate_records(dataset, ok, rows, stages),
+    }
+    write_json_atomic(out / "metrics.json", metrics)
+    ids = sorted(ok)
+    for row in rows:
+        name = "results_gt_kpts.json" if row == GT_KPTS_ROW else f"results_iter{row}.json"
+        write_json_atomic(out / name, collect_results(ok, ids, row, "segmenter", dataset.person_id))
+    table = markdown_table(metrics)
+    (out / "metrics.md").write_text(table)
+    print(table)
+    if plot_ap(metrics, out / "ap_vs_iteration.png"):
+        print(f"plot: {out / 'ap_vs_iteration.png'}")
+    print(f"metrics: {out / 'metrics.json'}  table: {out / 'metrics.md'}")
+    return 0
+
+
+def _num_iters(config: str, iters: int | None) -> int:
+    from ..config import LoopConfig, load_config
+
+    values = dict(load_config(config).get("loop") or {})
+    if iters is not None:
+        values["num_iters"] = iters
+    return LoopConfig.from_dict(values).num_iters
+
+
+def _signature(args: argparse.Namespace, num_iters: int | None) -> dict[str, Any]:
+    """What the saved predictions depend on (not --limit, --images or --device:
+    images are keyed by their annotated file name)."""
+    config = Path(args.config)
+    return {
+        "mode": "gt_kpts" if args.gt_kpts else "loop",
+        "config": os.fspath(config.resolve()),
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None,
+        "num_iters": num_iters,
+        "ann": os.fspath(Path(args.ann).resolve()),
+    }
+
+
+def _check_previous_run(out: Path, signature: dict[str, Any], overwrite: bool) -> None:
+    import json
+
+    from ..config import ConfigError
+
+    path = out / "run.json"
+    if overwrite or not path.is_file():
+        return
+    previous = json.loads(path.read_text())
+    if previous != signature:
+        changed = sorted(k for k in signature if previous.get(k) != signature[k])
+        raise ConfigError(
+            f"{out} holds predictions of a different run (changed: {', '.join(changed)}); "
+            "use --overwrite or another --out"
+        )
+
+
+def _prepare_out(out: Path, signature: dict[str, Any], overwrite: bool) -> None:
+    from ..coco import write_json_atomic
+    from .inference import LOG_GLOB
+
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for path in out.glob(LOG_GLOB):
+            path.unlink()
+    write_json_atomic(out / "run.json", signature)

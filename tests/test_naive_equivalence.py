@@ -1,0 +1,80 @@
+"""The batched loop does each expensive thing once and gives the same people as
+the reference's per-person, per-iteration schedule (``loop.naive``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from bmp import BMP
+from bmp.masks import mask_iou
+from tests.conftest import COCO_ANN, COCO_DIR
+from tests.tiny_models import CSPNEXT_T_UDP, tiny_config
+
+
+@pytest.fixture(scope="module")
+def loop(tiny_weights):
+    cfg = tiny_config(tiny_weights)
+    cfg["detector"] = dict(type="GroundTruthDetector", ann_file=str(COCO_ANN), min_area=32 * 32)
+    cfg["pose"].update(config=CSPNEXT_T_UDP, checkpoint=str(tiny_weights / "cspnext_t_udp_random.pth"))
+    # Random pose weights are never confident: let every keypoint prompt SAM.
+    cfg["segmenter"]["prompts"]["score_thr"] = 0.0
+    bmp = BMP.from_config(cfg, device="cpu")
+    assert bmp.pose.batched
+    return bmp
+
+
+class Counter:
+    def __init__(self, obj, name):
+        self.calls = 0
+        self.inner = getattr(obj, name)
+        setattr(obj, name, self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.inner(*args, **kwargs)
+
+
+def test_batched_and_naive_schedules_give_the_same_people(loop):
+    image = COCO_DIR / "000000197388.jpg"
+    batched = loop.predict(image)
+    loop.loop = replace(loop.loop, naive=True)
+    try:
+        naive = loop.predict(image)
+    finally:
+        loop.loop = replace(loop.loop, naive=False)
+    # Random pose weights give unconfident keypoints, so OKS-NMS keeps the
+    # ground-truth detector's repeats: 5 people per iteration, in both schedules.
+    assert len(batched) == len(naive) == 10
+    assert (batched.iteration == naive.iteration).all()
+    assert np.abs(batched.keypoints - naive.keypoints).max() <= 0.5
+    iou = np.diag(mask_iou(batched.masks, naive.masks))
+    both_empty = ~batched.masks.any((1, 2)) & ~naive.masks.any((1, 2))
+    # Iteration 2 repeats iteration 1, so exclusivity leaves the repeats empty.
+    assert both_empty.sum() == 5
+    assert (iou[~both_empty] >= 0.99).all()
+
+
+def test_batched_loop_encodes_once_and_batches_people(loop):
+    image = COCO_DIR / "000000197388.jpg"
+    encode = Counter(loop.segmenter, "set_image")
+    decode = Counter(loop.segmenter.predictor, "_predict")
+    forward = Counter(loop.pose.model, "extract_feat")
+    try:
+        people = loop.predict(image)
+        assert len(loop.detector_inputs) == 2 and set(people.iteration) == {1, 2}
+        assert encode.calls == 1  # one image embedding for both iterations
+        assert decode.calls == 2  # each iteration's 5 people in one decoder call
+        assert forward.calls == 2  # one pose batch (with its flipped half) per iteration
+        loop.loop = replace(loop.loop, naive=True)
+        encode.calls = decode.calls = forward.calls = 0
+        loop.predict(image)
+        assert encode.calls == 2  # re-encoded every iteration
+        assert decode.calls == len(people) and forward.calls == len(people)
+    finally:
+        loop.loop = replace(loop.loop, naive=False)
+        loop.segmenter.set_image = encode.inner
+        loop.segmenter.predictor._predict = decode.inner
+        loop.pose.model.extract_feat = forward.inner
