@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ignore checkpoints: real architectures with random weights (timing only)")
     parser.add_argument("--people", default=",".join(map(str, DEFAULT_COUNTS)),
                         help="person counts of the scaling part, comma-separated ('' skips it)")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="time at most this many of the images (0: scaling part only)")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per input")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None)
@@ -72,6 +74,7 @@ class Timing:
             "total_ms": round(self.wall / n * 1000, 2),
             "images_per_s": round(self.runs / self.wall, 3) if self.wall else None,
             "people": round(self.people / n, 2),
+            "runs_timed": self.runs,
         }
 
 
@@ -101,8 +104,12 @@ def run(args: argparse.Namespace) -> int:
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     report["peak_cuda_mb"] = _peak_cuda_mb()
     if args.compare:
-        b, n = (report["modes"][m]["images"]["total_ms"] for m in ("batched", "naive"))
-        report["speedup_naive_over_batched"] = round(n / b, 2) if b else None
+        report["speedup"] = {}
+        for key in ["images", *(str(c) for c in counts)]:
+            rows = [report["modes"][m] for m in ("batched", "naive")]
+            rows = [r["images"] if key == "images" else r["scaling"].get(key) for r in rows]
+            if all(r and r["total_ms"] for r in rows):
+                report["speedup"][key] = round(rows[1]["total_ms"] / rows[0]["total_ms"], 2)
     print(format_report(report))
     print(json.dumps(report, indent=1))
     if args.json:
@@ -138,10 +145,10 @@ def bench_mode(bmp, images: list[Path], scenes: list[Scene], args: argparse.Name
 
     from .images import load_image
 
-    arrays = [load_image(p) for p in images]
+    arrays = [load_image(p) for p in images[: args.max_images]]
     timing = Timing()
     mode = "naive" if bmp.loop.naive else "batched"
-    for i in range(args.warmup):
+    for i in range(args.warmup if arrays else 0):
         bmp.predict(arrays[i % len(arrays)])
     for array in tqdm(arrays * args.repeat, desc=f"bench {mode} images", file=sys.stderr):
         start = time.perf_counter()
@@ -250,8 +257,9 @@ def format_report(report: dict[str, Any]) -> str:
              + (" (random weights)" if report["random_init"] else "")]
     stages = None
     for mode, data in report["modes"].items():
-        rows = [("images", data["images"])] + [(f"{k} people", v) for k, v in data["scaling"].items()]
-        stages = stages or list(data["images"]["ms"])
+        rows = [("images", data["images"])] if data["images"]["runs_timed"] else []
+        rows += [(f"{k} people", v) for k, v in data["scaling"].items()]
+        stages = stages or list(rows[0][1]["ms"]) if rows else []
         lines.append("")
         lines.append(f"mode: {mode}")
         lines.append("| input | people | " + " | ".join(stages) + " | total ms | img/s |")
@@ -263,6 +271,7 @@ def format_report(report: dict[str, Any]) -> str:
                          + f" | {row['total_ms']:.1f} | {ips if ips is not None else '-'} |")
     lines.append("")
     lines.append(f"peak RSS {report['peak_rss_mb']} MB, peak CUDA {report['peak_cuda_mb']} MB")
-    if "speedup_naive_over_batched" in report:
-        lines.append(f"batched is {report['speedup_naive_over_batched']}x faster than naive (real images)")
+    for key, factor in report.get("speedup", {}).items():
+        what = "real images" if key == "images" else f"{key} people"
+        lines.append(f"batched is {factor}x faster than naive ({what})")
     return "\n".join(lines)

@@ -57,20 +57,25 @@ class LoopConfig:
         return cfg
 
 
-def load_config(config: str | os.PathLike | dict | Config) -> Config:
-    """Read a config file (or wrap a dict) and check its top-level keys."""
+def read_config(config: str | os.PathLike | dict | Config) -> Config:
+    """An mmengine Config from a file path, a dict or a Config; a missing or
+    unparsable file is a :class:`ConfigError`."""
     if isinstance(config, Config):
-        cfg = config
-    elif isinstance(config, dict):
-        cfg = Config(config)
-    else:
-        path = Path(config)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            cfg = Config.fromfile(str(path))
-        except Exception as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        return config
+    if isinstance(config, dict):
+        return Config(config)
+    path = Path(config)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return Config.fromfile(str(path))
+    except Exception as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+
+
+def load_config(config: str | os.PathLike | dict | Config) -> Config:
+    """Read a loop config (file, dict or Config) and check its top-level keys."""
+    cfg = read_config(config)
     unknown = sorted(k for k in cfg if k not in TOP_LEVEL_KEYS and not k.startswith("_"))
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {unknown}; accepted: {list(TOP_LEVEL_KEYS)}")

@@ -43,12 +43,18 @@ def exclusive_masks(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
     if len(masks) <= 1:
         return masks.astype(bool, copy=True)
     masks = masks.astype(bool)
+    out = masks.copy()
+    # Only pixels claimed more than once need a decision; in practice few.
+    contested = masks.sum(0, dtype=np.int16) > 1
+    if not contested.any():
+        return out
     # Stable ordering on ties: the earlier instance wins.
-    rank = np.empty(len(scores), dtype=np.int64)
+    rank = np.empty(len(scores), dtype=np.int16)
     rank[np.lexsort((-np.arange(len(scores)), np.asarray(scores)))] = np.arange(len(scores))
-    claim = np.where(masks, rank[:, None, None], -1)
-    owner = claim.argmax(0)
-    return masks & (owner[None] == np.arange(len(masks))[:, None, None])
+    claims = masks[:, contested]  # (N, P)
+    owner = np.where(claims, rank[:, None], -1).argmax(0)
+    out[:, contested] = claims & (owner[None] == np.arange(len(masks))[:, None])
+    return out
 
 
 def mask_out(image: np.ndarray, masks: np.ndarray) -> np.ndarray:

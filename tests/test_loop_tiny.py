@@ -99,3 +99,15 @@ def test_unknown_config_keys_are_clear_errors(tiny_weights):
     cfg["detector"]["type"] = "NoSuchDetector"
     with pytest.raises(ConfigError, match="unknown type"):
         BMP.from_config(cfg, device="cpu")
+
+
+def test_results_load_with_pycocotools(gt_loop, coco_images):
+    from pycocotools.coco import COCO
+
+    from bmp.coco import instances_to_coco
+
+    gt = COCO(str(COCO_ANN))
+    results = instances_to_coco(gt_loop.predict(coco_images[1]), 40083)
+    loaded = gt.loadRes(results)
+    assert len(loaded.anns) == len(results) >= 2
+    assert all(a["area"] > 0 for a in loaded.anns.values())

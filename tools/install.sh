@@ -34,7 +34,7 @@ log "1/6 build tools and torch"
 "${PIP[@]}" "setuptools<81" wheel ninja "torch===2.13.0" "torchvision==0.28.0"
 
 log "2/6 numeric and COCO basics"
-"${PIP[@]}" numpy opencv-python-headless pycocotools "mmengine==0.10.7" cython tqdm
+"${PIP[@]}" numpy opencv-python-headless pycocotools "mmengine==0.10.7" cython tqdm "av>=14"
 
 log "3/6 mmcv 2.1.0 with ops (source build, ~10 min the first time; pip caches the wheel)"
 if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops" >/dev/null 2>&1; then

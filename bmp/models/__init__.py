@@ -6,7 +6,7 @@ adapter; heavy libraries (mmdet, mmpose, sam2, ultralytics) are imported only
 when an adapter is built.
 """
 
-from . import detectors, pose, segmenters  # noqa: F401  (registration)
+from . import detectors, pose, pose2instance, pose2seg, segmenters  # noqa: F401  (registration)
 from .base import DETECTORS, POSE_ESTIMATORS, SEGMENTERS, Detector, PoseEstimator, Segmenter
 
 __all__ = [

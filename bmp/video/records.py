@@ -1,0 +1,165 @@
+"""Per-frame JSONL records of a video run, and back.
+
+A record is what :class:`bmp.coco.PredictionLog` stores for an image, plus the
+frame's index and time::
+
+    {"file": "clip.mp4/000012", "frame": 12, "time": 0.48, "image_id": 12,
+     "height": 540, "width": 960, "results": [<COCO result + "track_id">, ...]}
+
+:func:`record_to_instances` inverts :func:`frame_record` exactly up to the
+rounding the record applies, so everything after a frame (tracker state,
+overlay, temporal prior) is computed from the record. That is what makes a
+resumed run, which rebuilds its state from the log, identical to one full run.
+
+:class:`FrameLog` is the log itself: the same file format and torn-line rules
+as :class:`bmp.coco.PredictionLog`, but it keeps only byte offsets in memory
+and reads records back one at a time, so an hour of video does not hold every
+frame's masks in RAM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from ..coco import instances_to_coco
+from ..structures import NUM_KEYPOINTS, Instances
+
+
+def frame_key(video_name: str, index: int) -> str:
+    """The log key of a frame (``PredictionLog`` keys records by ``file``)."""
+    return f"{video_name}/{index:06d}"
+
+
+def frame_record(
+    people: Instances, video_name: str, index: int, time: float | None
+) -> dict[str, Any]:
+    """The JSONL record of one processed frame; ``image_id`` is the frame index."""
+    results = instances_to_coco(people, index)
+    for result, track_id in zip(results, people.track_id, strict=True):
+        result["track_id"] = int(track_id)
+    h, w = people.image_size
+    return {
+        "file": frame_key(video_name, index), "frame": int(index),
+        "time": None if time is None else round(float(time), 6),
+        "image_id": int(index), "height": h, "width": w, "results": results,
+    }
+
+
+def record_to_instances(record: dict[str, Any]) -> Instances:
+    """The people of a frame record (prompts are not logged and come back empty)."""
+    h, w = int(record["height"]), int(record["width"])
+    results = record["results"]
+    n = len(results)
+    if n == 0:
+        return Instances((h, w))
+    xywh = np.array([r["bbox"] for r in results], np.float32).reshape(n, 4)
+    kpts = np.array([r["keypoints"] for r in results], np.float32).reshape(n, NUM_KEYPOINTS, 3)
+    rles = [dict(r["segmentation"], counts=r["segmentation"]["counts"].encode("ascii")) for r in results]
+    masks = np.moveaxis(mask_utils.decode(rles), -1, 0).astype(bool)
+    optional = {}
+    if all("kpt_oks" in r for r in results):  # written by newer bmp.coco only
+        optional["kpt_oks"] = np.array([r["kpt_oks"] for r in results], np.float32)
+    return Instances(
+        (h, w),
+        **optional,
+        boxes=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
+        scores=np.array([r["score"] for r in results], np.float32),
+        det_scores=np.array([r["det_score"] for r in results], np.float32),
+        keypoints=np.ascontiguousarray(kpts[..., :2]),
+        keypoint_scores=np.ascontiguousarray(kpts[..., 2]),
+        visibility=np.array([r["visibility"] for r in results], np.float32),
+        presence=np.array([r["presence"] for r in results], np.float32),
+        masks=masks,
+        mask_scores=np.array([r["mask_score"] for r in results], np.float32),
+        iteration=np.array([r["iteration"] for r in results], np.int32),
+        track_id=np.array([r.get("track_id", -1) for r in results], np.int32),
+    )
+
+
+class FrameLog:
+    """Per-frame records appended to a JSONL file, resumable, memory-bounded.
+
+    Opening an existing log indexes it (key -> byte offset) and truncates a torn
+    last line left by a crash; :meth:`get` reads one record back.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.offsets: dict[str, int] = {}
+        if self.path.exists():
+            self._index()
+
+    def _index(self) -> None:
+        good = 0
+        with open(self.path, "rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break  # torn write of the frame in flight
+                try:
+                    key = json.loads(line)["file"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    break
+                self.offsets[key] = good
+                good += len(line)
+        if good != self.path.stat().st_size:
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def get(self, key: str) -> dict[str, Any]:
+        with open(self.path, "rb") as f:
+            f.seek(self.offsets[key])
+            return json.loads(f.readline())
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record and fsync it, so a crash loses at most the frame in flight."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as f:
+            offset = f.tell()
+            f.write((json.dumps(record) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+        self.offsets[record["file"]] = offset
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record, in file order, streamed."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            for line in f:
+                yield json.loads(line)
+
+    def write_results(self, path: str | os.PathLike) -> int:
+        """All frames' COCO results as one JSON list, streamed to a temp file and
+        renamed into place (atomic); returns how many were written."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        count = 0
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write("[")
+                for record in self.records():
+                    for result in record.get("results", []):
+                        f.write((", " if count else "") + json.dumps(result))
+                        count += 1
+                f.write("]")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return count
