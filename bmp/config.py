@@ -27,6 +27,9 @@ class LoopConfig:
     - ``det_nms_iou``: greedy box NMS among an iteration's detections.
     - ``oks_nms_thr``: pose NMS drops one of a pair with OKS > this.
     - ``oks_kpt_thr``: only keypoints with score > this count in OKS.
+    - ``oks_nms_prefer``: which of two duplicates survives: ``'confident'``
+      (more confident keypoints, BMP's rule) or ``'earlier'`` (the earlier
+      iteration's, useful when masks cover people only partly).
     - ``exclusive_masks``: give overlapping pixels to the best-scoring mask.
     - ``precision``: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast of the models
       on CUDA (the CPU always runs fp32).
@@ -39,6 +42,7 @@ class LoopConfig:
     det_nms_iou: float = 0.3
     oks_nms_thr: float = 0.8
     oks_kpt_thr: float = 0.3
+    oks_nms_prefer: str = "confident"
     exclusive_masks: bool = True
     precision: str = "fp32"
     naive: bool = False
@@ -52,6 +56,10 @@ class LoopConfig:
         cfg = cls(**values)
         if cfg.num_iters < 1:
             raise ConfigError(f"loop.num_iters must be >= 1, got {cfg.num_iters}")
+        if cfg.oks_nms_prefer not in ("confident", "earlier"):
+            raise ConfigError(
+                f"loop.oks_nms_prefer must be 'confident' or 'earlier', got {cfg.oks_nms_prefer!r}"
+            )
         if cfg.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"loop.precision must be 'fp32', 'bf16' or 'fp16', got {cfg.precision!r}")
         return cfg

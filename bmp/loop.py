@@ -287,7 +287,7 @@ class BMP:
         """Step 3: OKS pose-NMS over earlier and new people together."""
         with self.times("nms"):
             merged = Instances.cat([found, new])
-            keep = pose_nms(merged, self.loop.oks_nms_thr, self.loop.oks_kpt_thr)
+            keep = pose_nms(merged, self.loop.oks_nms_thr, self.loop.oks_kpt_thr, self.loop.oks_nms_prefer)
             return merged[keep]
 
     def segment_new(self, found: Instances, iteration: int, original: np.ndarray) -> Instances:

@@ -49,14 +49,19 @@ def oks_matrix(
 
 
 def pose_nms(
-    instances: Instances, oks_thr: float = 0.8, score_thr: float = 0.3
+    instances: Instances, oks_thr: float = 0.8, score_thr: float = 0.3, prefer: str = "confident"
 ) -> np.ndarray:
     """Indices of the poses that survive OKS-NMS, in their original order.
 
-    While any pair has OKS > ``oks_thr`` (in either direction), the member with
-    fewer confident keypoints (score > ``score_thr``) is dropped; ties drop the
-    lower instance score, then the later index (a later iteration's duplicate).
+    While any pair has OKS > ``oks_thr`` (in either direction), one member is
+    dropped. ``prefer='confident'`` (BMP's rule) drops the one with fewer
+    confident keypoints (score > ``score_thr``), ties the lower instance score,
+    then the later index. ``prefer='earlier'`` first drops the one found in the
+    later iteration: a person re-detected through a mask that did not cover
+    them keeps the box of its first, unmasked detection.
     """
+    if prefer not in ("confident", "earlier"):
+        raise ValueError(f"prefer must be 'confident' or 'earlier', got {prefer!r}")
     n = len(instances)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -64,8 +69,11 @@ def pose_nms(
     sim = np.maximum(oks, oks.T)
     np.fill_diagonal(sim, 0.0)
     confident = (instances.keypoint_scores > score_thr).sum(1)
-    # Higher rank = more worth keeping.
-    order = np.lexsort((-np.arange(n), instances.scores, confident))
+    # Higher rank = more worth keeping (lexsort: last key is the primary one).
+    keys = [-np.arange(n), instances.scores, confident]
+    if prefer == "earlier":
+        keys.append(-instances.iteration)
+    order = np.lexsort(keys)
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     alive = np.ones(n, dtype=bool)

@@ -51,3 +51,11 @@ def test_member_with_fewer_confident_keypoints_is_dropped():
 
 def test_empty_input():
     assert len(pose_nms(Instances((10, 10)))) == 0
+
+
+def test_prefer_earlier_keeps_the_first_iterations_duplicate():
+    scores = np.full((2, 17), 0.9)
+    scores[0, :2] = 0.1  # iteration 1's copy has fewer confident keypoints
+    inst = people([pose(0), pose(0)], scores, [[0, 0, 100, 100]] * 2, [1, 2])
+    assert pose_nms(inst, 0.8).tolist() == [1]
+    assert pose_nms(inst, 0.8, prefer="earlier").tolist() == [0]
