@@ -21,11 +21,11 @@ import bmp
 from bmp import BMP
 from bmp.cli import main
 from bmp.config import ConfigError, load_config
-from bmp.masks import mask_out
+from bmp.masks import box_iou, mask_out
 from bmp.video import VideoConfig, VideoPipeline
 from bmp.video.cli import parse_position
 from bmp.video.io import VideoReader, count_frames
-from bmp.video.tracking import _box_iou, hungarian
+from bmp.video.tracking import hungarian
 from tests.conftest import MODELS_DIR, ROOT, SHARED
 
 av = pytest.importorskip("av")
@@ -98,8 +98,8 @@ def test_people_seen_in_consecutive_frames_keep_their_track_id(full_runs, name):
         assert len(tracked) == len(set(tracked)), f"frame {t}: duplicate ids {ids[t]}"
         # The same person in both frames, judged by an independent cue: a clear box
         # overlap between frames, leaving out the loop's occasional double detections.
-        unique = [((_box_iou(b, b) > 0.5).sum(1) == 1) for b in (boxes[t - 1], boxes[t])]
-        for i, j in hungarian(_box_iou(boxes[t - 1], boxes[t]), 0.6):
+        unique = [((box_iou(b, b) > 0.5).sum(1) == 1) for b in (boxes[t - 1], boxes[t])]
+        for i, j in hungarian(box_iou(boxes[t - 1], boxes[t]), 0.6):
             if ids[t - 1][i] >= 0 and unique[0][i] and unique[1][j]:
                 assert ids[t][j] == ids[t - 1][i], f"frame {t}: id {ids[t - 1][i]} became {ids[t][j]}"
                 checked += 1

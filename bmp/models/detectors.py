@@ -28,6 +28,10 @@ class MMDetDetector:
         score_thr, nms_iou, max_per_img: the model's own test-time filtering
             (BMP: 0.05, 0.6, 40). The loop applies its stricter person filter after.
         person_class: the label index of "person" in the model's classes.
+        device_preprocess: letterbox and normalise on the model's device (one
+            upload of the raw image) when the config's test pipeline is the
+            plain Resize(keep_ratio) + Pad of RTMDet/YOLO-style configs; else,
+            or with False, mmdet's own CPU pipeline.
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class MMDetDetector:
         nms_iou: float = 0.6,
         max_per_img: int = 40,
         person_class: int = 0,
+        device_preprocess: bool = True,
         strict: bool = True,
     ) -> None:
         from mmdet.apis import init_detector
@@ -63,6 +68,7 @@ class MMDetDetector:
         self.person_class = person_class
         self.device = device
         self._pipeline = None
+        self._letterbox = _letterbox_spec(cfg) if device_preprocess else None
 
     def _test_pipeline(self):
         from mmcv.transforms import Compose
@@ -79,10 +85,13 @@ class MMDetDetector:
         from mmdet.apis import inference_detector
         from mmengine.registry import DefaultScope
 
-        # mmdet models are trained on BGR images (cv2 decoding).
-        bgr = np.ascontiguousarray(image[..., ::-1])
         with DefaultScope.overwrite_default_scope("mmdet"):
-            result = inference_detector(self.model, bgr, test_pipeline=self._test_pipeline())
+            if self._letterbox is not None:
+                result = self._predict_on_device(image)
+            else:
+                # mmdet models are trained on BGR images (cv2 decoding).
+                bgr = np.ascontiguousarray(image[..., ::-1])
+                result = inference_detector(self.model, bgr, test_pipeline=self._test_pipeline())
         pred = result.pred_instances
         keep = (pred.labels == self.person_class).nonzero().flatten()
         boxes = pred.bboxes[keep].float().cpu().numpy()
@@ -91,6 +100,57 @@ class MMDetDetector:
         if "masks" in pred and len(keep):
             masks = pred.masks[keep].bool().cpu().numpy()
         return Instances(image.shape[:2], boxes=boxes, det_scores=scores, masks=masks)
+
+
+    def _predict_on_device(self, image: np.ndarray):
+        """mmdet's Resize(keep_ratio) + Pad + DetDataPreprocessor, as tensor ops."""
+        import torch.nn.functional as F
+        from mmdet.structures import DetDataSample
+
+        scale, pad_size, pad_value = self._letterbox
+        h, w = image.shape[:2]
+        factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+        new_w, new_h = int(w * factor + 0.5), int(h * factor + 0.5)  # mmcv's rounding
+        preprocessor = self.model.data_preprocessor
+        x = torch.from_numpy(image).to(preprocessor.mean.device).permute(2, 0, 1).float()
+        if not getattr(preprocessor, "_channel_conversion", False):
+            x = x[[2, 1, 0]]  # the model expects BGR, as cv2 decodes
+        x = F.interpolate(x[None], size=(new_h, new_w), mode="bilinear", align_corners=False)
+        x = x.round().clamp(0, 255)  # mmcv resizes uint8 images
+        pad_h, pad_w = (pad_size[1], pad_size[0]) if pad_size else (new_h, new_w)
+        x = F.pad(x, (0, pad_w - new_w, 0, pad_h - new_h), value=pad_value)
+        x = (x - preprocessor.mean) / preprocessor.std
+        sample = DetDataSample(metainfo=dict(
+            img_shape=(new_h, new_w), ori_shape=(h, w), scale_factor=(new_w / w, new_h / h),
+            pad_shape=(pad_h, pad_w), batch_input_shape=(pad_h, pad_w),
+        ))
+        return self.model.predict(x, [sample], rescale=True)[0]
+
+
+def _letterbox_spec(cfg) -> tuple[tuple[int, int], tuple[int, int] | None, float] | None:
+    """(Resize scale, Pad size, pad value) when the test pipeline is exactly
+    load -> Resize(keep_ratio) -> [Pad] -> [annotations] -> pack and the
+    preprocessor only normalises; None otherwise (use mmdet's pipeline)."""
+    try:
+        steps = [dict(t) for t in cfg.test_dataloader.dataset.pipeline]
+    except AttributeError:
+        return None
+    kinds = [t["type"].split(".")[-1] for t in steps]
+    kinds = [k for k in kinds if k not in ("LoadImageFromFile", "LoadAnnotations", "PackDetInputs")]
+    pre = cfg.model.get("data_preprocessor", {})
+    if kinds not in (["Resize", "Pad"], ["Resize"]) or pre.get("batch_augments") or pre.get(
+        "pad_size_divisor", 1
+    ) != 1:
+        return None
+    resize = next(t for t in steps if t["type"].endswith("Resize"))
+    if not resize.get("keep_ratio") or not isinstance(resize.get("scale"), tuple | list):
+        return None
+    pad = next((t for t in steps if t["type"].endswith("Pad")), None)
+    if pad is not None and ("size" not in pad or pad.get("pad_to_square")):
+        return None
+    value = pad["pad_val"]["img"] if pad is not None and isinstance(pad.get("pad_val"), dict) else 0
+    value = float(value[0] if isinstance(value, tuple | list) else value)
+    return tuple(resize["scale"]), (tuple(pad["size"]) if pad is not None else None), value
 
 
 @DETECTORS.register_module()

@@ -37,7 +37,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ..config import ConfigError
-from ..masks import mask_iou
+from ..masks import box_iou, mask_iou
 from ..pose_nms import oks_matrix
 from ..structures import Instances
 
@@ -130,17 +130,6 @@ def _shift_mask(mask: np.ndarray, dxy: np.ndarray) -> np.ndarray:
     return out
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of xyxy boxes."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
 def _box_area(boxes: np.ndarray) -> np.ndarray:
     wh = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None)
     return wh[:, 0] * wh[:, 1]
@@ -231,7 +220,7 @@ class Tracker:
         w_mask = np.where(has_mask, cfg.mask_weight, 0.0)
         w_oks = np.where(has_pose, cfg.oks_weight, 0.0)
         total = w_mask + w_oks + cfg.box_weight
-        weighted = w_mask * mask_sim + w_oks * oks + cfg.box_weight * _box_iou(boxes, people.boxes)
+        weighted = w_mask * mask_sim + w_oks * oks + cfg.box_weight * box_iou(boxes, people.boxes)
         return np.where(total > 0, weighted / np.maximum(total, 1e-9), 0.0)
 
     def assign(self, people: Instances, propagated: dict[int, np.ndarray] | None = None) -> np.ndarray:
