@@ -13,6 +13,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -27,8 +28,6 @@ from bmp.video.cli import parse_position
 from bmp.video.io import VideoReader, count_frames
 from bmp.video.tracking import hungarian
 from tests.conftest import MODELS_DIR, ROOT, SHARED
-
-av = pytest.importorskip("av")
 
 LITE = ROOT / "configs" / "bmp_lite.py"
 VIDEO_DIR = SHARED / "data" / "video"

@@ -8,6 +8,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -18,8 +19,6 @@ from tests.conftest import SHARED
 VIDEO_DIR = SHARED / "data" / "video"
 CLIPS = {"street_5frames.mp4": (5, 540, 960, 5.0), "posetrack_5frames.mp4": (5, 720, 1280, 30.0)}
 BACKENDS = ["pyav", "opencv"]
-
-av = pytest.importorskip("av")
 
 
 def write_clip(path: Path, frames: list[np.ndarray], pts_ms: list[int] | None = None,
