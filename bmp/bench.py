@@ -20,7 +20,7 @@ import json
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     report["device"] = str(bmp.device)
     scenes = make_scenes(images, ann, counts) if counts else []
     for mode in modes:
-        bmp.loop = _with_naive(bmp.loop, mode == "naive")
+        bmp.loop = replace(bmp.loop, naive=mode == "naive")
         report["modes"][mode] = bench_mode(bmp, images, scenes, args)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     report["peak_cuda_mb"] = _peak_cuda_mb()
@@ -123,12 +123,6 @@ def _build(cfg, args):
     from .loop import BMP
 
     return BMP.from_config(cfg, device=args.device, weights_dirs=args.weights_dir, num_iters=args.iters)
-
-
-def _with_naive(loop_cfg, naive: bool):
-    from dataclasses import replace
-
-    return replace(loop_cfg, naive=naive)
 
 
 def _peak_cuda_mb() -> float | None:

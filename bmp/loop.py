@@ -271,7 +271,9 @@ class BMP:
         gave no mask gets the mask of the earlier-found person it re-detects
         (box IoU >= 0.5), else its box."""
         with self.times("pose"), self.autocast():
-            conditioned = people.replace(masks=fill_missing_masks(people, found))
+            # Only mask-conditioned models (MaskPose) read the stand-in masks.
+            uses_masks = getattr(self.pose, "mask_alpha", 0) > 0
+            conditioned = people.replace(masks=fill_missing_masks(people, found)) if uses_masks else people
             if self.loop.naive:  # the reference's schedule: one person per model call
                 posed = Instances.cat(
                     [self.pose.estimate(original, conditioned[i]) for i in range(len(people))]

@@ -12,18 +12,10 @@ from pycocotools.cocoeval import COCOeval
 
 from bmp import BMP
 from bmp.cli import main
+from bmp.masks import box_iou
 from tests.conftest import COCO_ANN, COCO_DIR, MODELS_DIR, ROOT
 
 LITE = ROOT / "configs" / "bmp_lite.py"
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / (area_a[:, None] + area_b[None] - inter)
 
 
 @pytest.fixture(scope="module")
