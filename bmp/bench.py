@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per input")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None)
+    parser.add_argument("--compile", choices=("off", "inductor", "eager"), default=None,
+                        help="torch.compile the models (loop.compile); warm-up runs absorb compiling")
     parser.add_argument("--json", default=None, help="also write the results here")
 
 
@@ -93,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
                 cfg[section]["checkpoint"] = None
     if args.precision:
         cfg.setdefault("loop", {})["precision"] = args.precision
+    if args.compile:
+        cfg.setdefault("loop", {})["compile"] = args.compile
     modes = ["batched", "naive"] if args.compare else ["naive" if args.naive else "batched"]
     report: dict[str, Any] = {"config": str(args.config), "random_init": args.random_init, "modes": {}}
     bmp = _build(cfg, args)
@@ -183,14 +187,23 @@ class KnownPeople:
     def __init__(self, detector, scene: Scene) -> None:
         self.detector = detector
         self.scene = scene
+        # Same data path as the real detector: a device image in, device masks out.
+        self.takes_device_image = getattr(detector, "takes_device_image", False)
+        self._masks: dict[str, Any] = {}
 
-    def detect(self, image: np.ndarray):
+    def detect(self, image):
+        import torch
+
         from .structures import Instances
 
         self.detector.detect(image)
         n = self.scene.count
-        return Instances(image.shape[:2], boxes=self.scene.boxes.copy(),
-                         det_scores=np.full(n, 0.9, np.float32), masks=self.scene.masks.copy())
+        where = str(image.device) if isinstance(image, torch.Tensor) else "host"
+        if where not in self._masks:
+            masks = self.scene.masks
+            self._masks[where] = masks if where == "host" else torch.from_numpy(masks).to(image.device)
+        return Instances(tuple(image.shape[:2]), boxes=self.scene.boxes.copy(),
+                         det_scores=np.full(n, 0.9, np.float32), masks=self._masks[where])
 
 
 def make_scenes(

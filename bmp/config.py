@@ -35,6 +35,10 @@ class LoopConfig:
       on CUDA (the CPU always runs fp32).
     - ``naive``: the reference implementation's schedule, kept for comparison:
       SAM's image encoder once per iteration, pose and SAM decoding once per person.
+    - ``compile``: ``torch.compile`` the models' heavy parts: ``'off'``,
+      ``'inductor'`` (generated kernels; the first images of each new shape
+      are slow while it compiles) or ``'eager'`` (graph capture only, to check
+      that a model traces).
     """
 
     num_iters: int = 2
@@ -46,6 +50,7 @@ class LoopConfig:
     exclusive_masks: bool = True
     precision: str = "fp32"
     naive: bool = False
+    compile: str = "off"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LoopConfig:
@@ -62,7 +67,12 @@ class LoopConfig:
             )
         if cfg.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"loop.precision must be 'fp32', 'bf16' or 'fp16', got {cfg.precision!r}")
+        if cfg.compile not in COMPILE_BACKENDS:
+            raise ConfigError(f"loop.compile must be one of {COMPILE_BACKENDS}, got {cfg.compile!r}")
         return cfg
+
+
+COMPILE_BACKENDS = ("off", "inductor", "eager")
 
 
 def read_config(config: str | os.PathLike | dict | Config) -> Config:

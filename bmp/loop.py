@@ -10,6 +10,13 @@ Per image (BMP_NOTES, "The loop")::
         4. segment the new people with the pose-prompted segmenter (original image)
         5. make all masks exclusive
         6. black out every found person: detect_input = mask_out(original, masks)
+
+Where the data lives: the original image is uploaded to the loop's device once;
+models that declare ``takes_device_image`` read it (and the detector its
+masked copy) there, and masks made on the device stay there through NMS,
+exclusivity and mask-out. Only per-person records (boxes, keypoints, scores;
+a few KB) cross to the host inside an iteration, because NMS and prompt
+choice decide data-dependent counts; masks come back once, with the output.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -28,7 +36,7 @@ import torch
 from torchvision.ops import nms
 
 from .config import LoopConfig, load_config
-from .images import ImageLike, load_image
+from .images import ImageLike, PixelArray, device_image, host_image, load_image
 from .masks import exclusive_masks, fill_missing_masks, mask_out
 from .models import DETECTORS, POSE_ESTIMATORS, SEGMENTERS, Detector, PoseEstimator, Segmenter
 from .models.base import build_component
@@ -62,6 +70,24 @@ class StageTimes:
     def summary(self) -> str:
         """``detect 31ms, pose 12ms, ...`` (the per-stage line of the CLI)."""
         return ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in self.seconds.items())
+
+
+class Frame:
+    """The original image of one :meth:`BMP.predict` call, on the host and on
+    the loop's device (uploaded on first need, then read by every iteration)."""
+
+    def __init__(self, host: np.ndarray, device: str | torch.device) -> None:
+        self.host = host
+        self.device = device
+
+    @cached_property
+    def on_device(self) -> torch.Tensor:
+        return device_image(self.host, self.device)
+
+    def for_model(self, model: Any) -> PixelArray:
+        """The copy ``model`` reads: the device tensor when it declares
+        ``takes_device_image``, else the host array."""
+        return self.on_device if getattr(model, "takes_device_image", False) else self.host
 
 
 @dataclass
@@ -110,8 +136,13 @@ class BMP:
         self.times = StageTimes()
         # Segmenters may use the other people of the image (negative prompts).
         self._segment_takes_others = "others" in inspect.signature(segmenter.segment).parameters
-        #: What the detector saw in each iteration of the last call (for --vis and tests).
-        self.detector_inputs: list[np.ndarray] = []
+        self._detector_inputs: list[PixelArray] = []
+
+    @property
+    def detector_inputs(self) -> list[np.ndarray]:
+        """What the detector saw in each iteration of the last call (for --vis
+        and tests), as host arrays."""
+        return [host_image(x) for x in self._detector_inputs]
 
     @classmethod
     def from_config(
@@ -137,13 +168,26 @@ class BMP:
         if num_iters is not None:
             loop_values["num_iters"] = num_iters
         common = dict(device=device, weights_dirs=dirs)
-        return cls(
+        bmp = cls(
             detector=build_component(DETECTORS, cfg.detector, "detector", **common),
             pose=build_component(POSE_ESTIMATORS, cfg.pose, "pose", **common),
             segmenter=build_component(SEGMENTERS, cfg.segmenter, "segmenter", **common),
             loop=LoopConfig.from_dict(loop_values),
             device=device,
         )
+        if bmp.loop.compile != "off":
+            bmp.compile(bmp.loop.compile)
+        return bmp
+
+    def compile(self, backend: str = "inductor") -> list[str]:
+        """``torch.compile`` (in place) the parts each model names in its
+        ``compile_models(backend)``; models without one run as they are.
+        Returns what was compiled."""
+        compiled = []
+        for component in (self.detector, self.pose, self.segmenter):
+            if hasattr(component, "compile_models"):
+                compiled += component.compile_models(backend)
+        return compiled
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision for the model calls, on CUDA only (``loop.precision``)."""
@@ -193,53 +237,58 @@ class BMP:
     ) -> tuple[Instances, list[IterationRecord]]:
         if isinstance(image, str | os.PathLike) and hasattr(self.detector, "select"):
             self.detector.select(os.fspath(image))
-        original = load_image(image, color_order)
+        original = Frame(load_image(image, color_order), self.device)
         self.times = StageTimes(cuda_sync=str(self.device).startswith("cuda"))
-        self.detector_inputs = []
+        self._detector_inputs = []
         records: list[IterationRecord] = []
         self._encoded = False  # the segmenter encodes `original` once, on first need
-        found = Instances(original.shape[:2])
-        detect_input = original
+        found = Instances(original.host.shape[:2])
+        detect_input = original.for_model(self.detector)
         if prior is not None and len(prior):
             found = self.seed(original, prior)
             with self.times("mask_out"):
-                detect_input = mask_out(original, found.masks)
+                detect_input = mask_out(detect_input, found.masks)
         for iteration in range(1, (num_iters or self.loop.num_iters) + 1):
-            self.detector_inputs.append(detect_input)
+            self._detector_inputs.append(detect_input)
             detections = self.detect(detect_input, iteration)
             if len(detections):
                 new = self.estimate_pose(original, detections, found)
                 found = self.merge(found, new)
                 found = self.segment_new(found, iteration, original)
             if record:
-                people = self.make_exclusive(found)
-                records.append(IterationRecord(iteration, detect_input, detections, people))
+                people = self.make_exclusive(found).to_host()
+                records.append(IterationRecord(
+                    iteration, host_image(detect_input), detections.to_host(), people
+                ))
             if len(detections) == 0:
                 break  # the detector input would not change any more
             # Step 5 is applied to outputs only: exclusivity moves pixels between
             # masks but never changes their union, which is all that step 6 blacks out.
             with self.times("mask_out"):
-                detect_input = mask_out(original, found.masks)
-        return self.make_exclusive(found), records
+                detect_input = mask_out(original.for_model(self.detector), found.masks)
+        return self.make_exclusive(found).to_host(), records
 
     # Step 0 (video only) ------------------------------------------------------
 
-    def seed(self, original: np.ndarray, prior: Instances) -> Instances:
+    def seed(self, original: Frame | np.ndarray, prior: Instances) -> Instances:
         """People known before the loop starts (``prior``: its ``boxes`` and
         ``det_scores`` are used): their poses are estimated on this image (steps
         2-4 as iteration 0) and those with score > ``det_score_thr`` kept, so the
         first detector input already has them blacked out and the detector looks
         for everyone else; OKS-NMS merges any it finds again."""
-        people = Instances(original.shape[:2], boxes=prior.boxes.astype(np.float32),
+        if not isinstance(original, Frame):
+            original = Frame(original, self.device)
+        people = Instances(original.host.shape[:2], boxes=prior.boxes.astype(np.float32),
                            det_scores=prior.det_scores.astype(np.float32),
                            iteration=np.zeros(len(prior), np.int32))
         people = self.estimate_pose(original, people)
-        people = self.merge(Instances(original.shape[:2]), people[people.scores > self.loop.det_score_thr])
+        confident = people[people.scores > self.loop.det_score_thr]
+        people = self.merge(Instances(original.host.shape[:2]), confident)
         return self.segment_new(people, 0, original)
 
     # The six steps ---------------------------------------------------------
 
-    def detect(self, image: np.ndarray, iteration: int) -> Instances:
+    def detect(self, image: PixelArray, iteration: int) -> Instances:
         """Step 1: people on the (masked) detector input, filtered by score and
         greedy box NMS, best first."""
         with self.times("detect"), self.autocast():
@@ -263,7 +312,7 @@ class BMP:
             )
 
     def estimate_pose(
-        self, original: np.ndarray, people: Instances, found: Instances | None = None
+        self, original: Frame, people: Instances, found: Instances | None = None
     ) -> Instances:
         """Step 2: top-down pose on the original image; score = mean keypoint score.
 
@@ -274,12 +323,13 @@ class BMP:
             # Only mask-conditioned models (MaskPose) read the stand-in masks.
             uses_masks = getattr(self.pose, "mask_alpha", 0) > 0
             conditioned = people.replace(masks=fill_missing_masks(people, found)) if uses_masks else people
+            image = original.for_model(self.pose)
             if self.loop.naive:  # the reference's schedule: one person per model call
                 posed = Instances.cat(
-                    [self.pose.estimate(original, conditioned[i]) for i in range(len(people))]
+                    [self.pose.estimate(image, conditioned[i]) for i in range(len(people))]
                 )
             else:
-                posed = self.pose.estimate(original, conditioned)
+                posed = self.pose.estimate(image, conditioned)
             # Downstream steps see the detector's own masks, not the stand-ins.
             return posed.replace(
                 masks=people.masks, scores=posed.keypoint_scores.mean(1).astype(np.float32)
@@ -292,7 +342,7 @@ class BMP:
             keep = pose_nms(merged, self.loop.oks_nms_thr, self.loop.oks_kpt_thr, self.loop.oks_nms_prefer)
             return merged[keep]
 
-    def segment_new(self, found: Instances, iteration: int, original: np.ndarray) -> Instances:
+    def segment_new(self, found: Instances, iteration: int, original: Frame) -> Instances:
         """Step 4: masks for this iteration's people (earlier people keep theirs;
         their prompts and the image embedding are unchanged)."""
         new = found.iteration == iteration
@@ -303,7 +353,7 @@ class BMP:
         # reference re-encodes the image every iteration.
         if self.loop.naive or not self._encoded:
             with self.times("sam_encode"), self.autocast():
-                self.segmenter.set_image(original)
+                self.segmenter.set_image(original.for_model(self.segmenter))
             self._encoded = True
         with self.times("sam_decode"), self.autocast():
             people = found[new]

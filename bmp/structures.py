@@ -3,8 +3,12 @@
 One :class:`Instances` holds every person of one image, all fields the same
 length ``N``. It supports ``len``, index / boolean selection (``inst[keep]``) and
 :meth:`Instances.cat`, which is what detection filtering, OKS-NMS and the merge
-across iterations need. Arrays are numpy on the host; boxes are always xyxy in
-pixels of the original image.
+across iterations need. Per-person records (boxes, keypoints, scores) are
+numpy on the host: they are small, and the loop's decisions on them (NMS,
+prompt choice) have data-dependent sizes. ``masks`` (N, H, W), the one large
+field, may instead be a torch tensor on the device of the model that made it,
+so masks stay on the GPU inside the loop; :meth:`Instances.to_host` makes them
+numpy for output. Boxes are always xyxy in pixels of the original image.
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
+import torch
 
 NUM_KEYPOINTS = 17
+
+#: (N, H, W) masks: a numpy array, or a torch tensor on a model's device.
+MaskArray = np.ndarray | torch.Tensor
 
 
 def _default(shape_tail: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
@@ -38,7 +46,8 @@ class Instances:
       pose model has no presence head
     - ``kpt_oks`` (N, K) float32: expected OKS per keypoint (ProbPose); equals
       ``keypoint_scores`` when the pose model has no such head
-    - ``masks`` (N, H, W) bool: final (exclusive) masks
+    - ``masks`` (N, H, W) bool: final (exclusive) masks; numpy, or a torch
+      tensor while the loop runs on a device (see :meth:`to_host`)
     - ``mask_scores`` (N,) float32: the segmenter's predicted IoU
     - ``iteration`` (N,) int32: 1-based loop iteration that found the person
     - ``prompts`` (N, P, 2) float32 and ``prompt_labels`` (N, P) int32: the points
@@ -62,7 +71,7 @@ class Instances:
     )
     presence: np.ndarray = field(default_factory=lambda: _default((NUM_KEYPOINTS,), np.float32))
     kpt_oks: np.ndarray = field(default_factory=lambda: _default((NUM_KEYPOINTS,), np.float32))
-    masks: np.ndarray | None = None
+    masks: MaskArray | None = None
     mask_scores: np.ndarray = field(default_factory=lambda: _default((), np.float32))
     iteration: np.ndarray = field(default_factory=lambda: _default((), np.int32))
     prompts: np.ndarray = field(default_factory=lambda: _default((0, 2), np.float32))
@@ -119,9 +128,14 @@ class Instances:
             index = [int(index)]
         index = np.asarray(index) if not isinstance(index, slice) else index
         values = {
-            f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "image_size"
+            f.name: getattr(self, f.name)[index]
+            for f in fields(self) if f.name not in ("image_size", "masks")
         }
-        return Instances(image_size=self.image_size, **values)
+        masks = self.masks
+        if isinstance(masks, torch.Tensor) and not isinstance(index, slice):
+            index = torch.from_numpy(index if index.dtype == bool else index.astype(np.int64))
+            index = index.to(masks.device)
+        return Instances(image_size=self.image_size, masks=masks[index], **values)
 
     def replace(self, **changes: np.ndarray) -> Instances:
         """A copy with some fields replaced (validated)."""
@@ -143,8 +157,20 @@ class Instances:
             parts = [getattr(i, f.name) for i in items]
             if f.name in ("prompts", "prompt_labels"):
                 parts = [_pad_prompts(p, width, f.name) for p in parts]
+            if f.name == "masks" and any(isinstance(p, torch.Tensor) for p in parts):
+                # Stay where the tensors are: host masks join them there.
+                device = next(p.device for p in parts if isinstance(p, torch.Tensor))
+                values[f.name] = torch.cat([torch.as_tensor(p, device=device).bool() for p in parts])
+                continue
             values[f.name] = np.concatenate(parts, axis=0)
         return Instances(image_size=size, **values)
+
+    def to_host(self) -> Instances:
+        """These people with ``masks`` as a numpy array (a copy from the
+        device when they are a tensor; ``self`` when they are numpy already)."""
+        if not isinstance(self.masks, torch.Tensor):
+            return self
+        return self.replace(masks=self.masks.detach().bool().cpu().numpy())
 
     @property
     def areas(self) -> np.ndarray:

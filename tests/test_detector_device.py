@@ -34,7 +34,7 @@ def test_device_letterbox_matches_mmdet_pipeline(tmp_path):
     assert on_device._letterbox == ((640, 640), (640, 640), 114.0)
     for name in ("000000197388.jpg", "000000040083.jpg"):  # landscape, two aspect ratios
         image = load_image(COCO_DIR / name)
-        a, b = on_device.detect(image), reference.detect(image)
+        a, b = on_device.detect(image).to_host(), reference.detect(image).to_host()
         assert len(a) == len(b) > 10
         assert np.abs(np.sort(a.det_scores) - np.sort(b.det_scores)).max() < 1e-4
         # Untrained boxes are sub-pixel and near-tied in score, so NMS may swap

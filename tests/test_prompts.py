@@ -113,3 +113,58 @@ def test_select_prompts_appends_negatives_after_positives():
     points, labels = select_prompts(kpts, scores, vis, cfg)
     assert labels[0].tolist() == [1, 1, 0] and points[0, 2].tolist() == [70, 0]
     assert labels[1].tolist() == [1, 1, -1]  # nobody below the visibility threshold
+
+
+def reference_max_spread(kpts, scores, num_points, score_thr, percentile):
+    """The one-person greedy loop, written directly from BMP_NOTES."""
+    kpts = np.asarray(kpts, np.float64)
+    scores = np.asarray(scores, np.float64).copy()
+    best = int(np.argmax(scores[:3]))
+    scores[[i for i in range(3) if i != best]] = -np.inf
+    candidates = np.flatnonzero(scores >= score_thr)
+    if len(candidates) == 0:
+        return []
+    chosen = [int(candidates[np.argmax(scores[candidates])])]
+    remaining = [int(c) for c in candidates if c != chosen[0]]
+    while remaining and len(chosen) < num_points:
+        rem = np.asarray(remaining)
+        gated = rem[scores[rem] >= np.percentile(scores[rem], percentile)]
+        dist = np.linalg.norm(kpts[gated][:, None] - kpts[chosen][None], axis=-1).min(1)
+        chosen.append(int(gated[np.argmax(dist)]))
+        remaining.remove(chosen[-1])
+    return chosen
+
+
+def reference_negatives(center, other_kpts, other_scores, num, thr):
+    pts = np.asarray(other_kpts, np.float32).reshape(-1, 2)
+    pts = pts[np.asarray(other_scores).reshape(-1) >= thr]
+    order = np.argsort(np.linalg.norm(pts - np.asarray(center, np.float32), axis=1), kind="stable")
+    return pts[order[:num]]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batched_selection_equals_the_per_person_rules(seed):
+    """All people in one vectorised pass choose exactly what the per-person
+    greedy rules choose: same indices, same order, same ties (coarse grids and
+    repeated scores make ties and percentile boundaries common)."""
+    rng = np.random.default_rng(seed)
+    n = 40
+    kpts = rng.integers(0, 6, (n, 17, 2)).astype(np.float32) * 10
+    scores = rng.choice([0.0, 0.2, 0.3, 0.5, 0.5, 0.7, 0.9, 1.0], (n, 17))
+    vis = rng.random((n, 17))
+    boxes = np.concatenate([kpts.min(1), kpts.max(1)], 1)
+    earlier = (kpts[:5] + 3, scores[:5])
+    for percentile in (0.0, 50.0, 80.0, 100.0):
+        cfg = PromptConfig("max_spread", 6, score_thr=0.3, percentile=percentile, negatives="others",
+                           num_negative=2)
+        points, labels = select_prompts(kpts, scores, vis, cfg, boxes=boxes, others=earlier)
+        all_kpts, all_scores = np.concatenate([kpts, earlier[0]]), np.concatenate([scores, earlier[1]])
+        for i in range(n):
+            want = reference_max_spread(kpts[i], scores[i], 6, 0.3, percentile)
+            assert (labels[i, :6] == 1).sum() == len(want)
+            np.testing.assert_array_equal(points[i, : len(want)], kpts[i, want])
+            rest = np.arange(len(all_kpts)) != i
+            neg = reference_negatives((boxes[i, :2] + boxes[i, 2:]) / 2, all_kpts[rest], all_scores[rest],
+                                      2, 0.3)
+            assert (labels[i, 6:] == 0).sum() == len(neg)
+            np.testing.assert_array_equal(points[i, 6 : 6 + len(neg)], neg)

@@ -83,7 +83,7 @@ class GTPosePredictor:
         ]
         people = instances_from_gt(anns, original.shape[:2])
         self.segmenter.set_image(original)
-        people = self.segmenter.segment(people) if len(people) else people
+        people = (self.segmenter.segment(people) if len(people) else people).to_host()
         exclusive = exclusive_masks(people.masks, people.mask_scores)
         self.last_count = len(people)
         gt_ids = [a["id"] for a in anns]

@@ -7,10 +7,10 @@ import inspect
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 from mmengine.registry import Registry
 
 from ..config import ConfigError
+from ..images import PixelArray
 from ..structures import Instances
 
 DETECTORS = Registry("bmp detector")
@@ -18,13 +18,19 @@ POSE_ESTIMATORS = Registry("bmp pose estimator")
 SEGMENTERS = Registry("bmp segmenter")
 
 
+# Image arguments below are (H, W, 3) uint8 RGB host arrays, unless the class
+# sets ``takes_device_image = True``: then the loop passes the same image as a
+# tensor on the loop's device (uploaded once per image). Returned ``masks`` may
+# be numpy or a device tensor (see :class:`~bmp.structures.Instances`).
+
+
 @runtime_checkable
 class Detector(Protocol):
-    """Finds people. ``detect`` takes an (H, W, 3) uint8 RGB image and returns
-    person ``Instances`` with ``boxes`` and ``det_scores`` (and ``masks``,
+    """Finds people. ``detect`` takes an image and returns person
+    ``Instances`` with ``boxes`` and ``det_scores`` (and ``masks``,
     ``keypoints`` when the model predicts them)."""
 
-    def detect(self, image: np.ndarray) -> Instances: ...
+    def detect(self, image: PixelArray) -> Instances: ...
 
 
 @runtime_checkable
@@ -33,7 +39,7 @@ class PoseEstimator(Protocol):
     and ``presence`` of the given people, looking at ``image`` (the original,
     never the masked one)."""
 
-    def estimate(self, image: np.ndarray, people: Instances) -> Instances: ...
+    def estimate(self, image: PixelArray, people: Instances) -> Instances: ...
 
 
 @runtime_checkable
@@ -44,7 +50,7 @@ class Segmenter(Protocol):
     accepts ``others`` (the people found in earlier iterations) gets them, for
     negative prompts or joint partitions."""
 
-    def set_image(self, image: np.ndarray) -> None: ...
+    def set_image(self, image: PixelArray) -> None: ...
 
     def segment(self, people: Instances) -> Instances: ...
 

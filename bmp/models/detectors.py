@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..images import PixelArray, device_image, host_image
 from ..structures import Instances
 from ..weights import resolve_checkpoint
 from .base import DETECTORS, resolve_model_config
@@ -69,6 +70,13 @@ class MMDetDetector:
         self.device = device
         self._pipeline = None
         self._letterbox = _letterbox_spec(cfg) if device_preprocess else None
+        # The loop then hands over its device copy of the image (and blacks it out there).
+        self.takes_device_image = self._letterbox is not None
+
+    def compile_models(self, backend: str) -> list[str]:
+        """The backbone (the letterboxed input has one size per aspect ratio)."""
+        self.model.backbone.compile(backend=backend)
+        return ["detector.backbone"]
 
     def _test_pipeline(self):
         from mmcv.transforms import Compose
@@ -81,7 +89,7 @@ class MMDetDetector:
         return self._pipeline
 
     @torch.inference_mode()
-    def detect(self, image: np.ndarray) -> Instances:
+    def detect(self, image: PixelArray) -> Instances:
         from mmdet.apis import inference_detector
         from mmengine.registry import DefaultScope
 
@@ -90,7 +98,7 @@ class MMDetDetector:
                 result = self._predict_on_device(image)
             else:
                 # mmdet models are trained on BGR images (cv2 decoding).
-                bgr = np.ascontiguousarray(image[..., ::-1])
+                bgr = np.ascontiguousarray(host_image(image)[..., ::-1])
                 result = inference_detector(self.model, bgr, test_pipeline=self._test_pipeline())
         pred = result.pred_instances
         keep = (pred.labels == self.person_class).nonzero().flatten()
@@ -98,11 +106,10 @@ class MMDetDetector:
         scores = pred.scores[keep].float().cpu().numpy()
         masks = None
         if "masks" in pred and len(keep):
-            masks = pred.masks[keep].bool().cpu().numpy()
-        return Instances(image.shape[:2], boxes=boxes, det_scores=scores, masks=masks)
+            masks = pred.masks[keep].bool()  # stays on the device
+        return Instances(tuple(image.shape[:2]), boxes=boxes, det_scores=scores, masks=masks)
 
-
-    def _predict_on_device(self, image: np.ndarray):
+    def _predict_on_device(self, image: PixelArray):
         """mmdet's Resize(keep_ratio) + Pad + DetDataPreprocessor, as tensor ops."""
         import torch.nn.functional as F
         from mmdet.structures import DetDataSample
@@ -112,7 +119,7 @@ class MMDetDetector:
         factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
         new_w, new_h = int(w * factor + 0.5), int(h * factor + 0.5)  # mmcv's rounding
         preprocessor = self.model.data_preprocessor
-        x = torch.from_numpy(image).to(preprocessor.mean.device).permute(2, 0, 1).float()
+        x = device_image(image, preprocessor.mean.device).permute(2, 0, 1).float()
         if not getattr(preprocessor, "_channel_conversion", False):
             x = x[[2, 1, 0]]  # the model expects BGR, as cv2 decodes
         x = F.interpolate(x[None], size=(new_h, new_w), mode="bilinear", align_corners=False)

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..masks import box_iou
+from ..images import PixelArray, device_image, host_image
+from ..masks import box_iou, to_numpy
 from ..structures import NUM_KEYPOINTS, Instances
 from ..weights import resolve_checkpoint
 from .base import POSE_ESTIMATORS, resolve_model_config
@@ -74,11 +75,18 @@ class MMPoseTopDown:
             configured.get("alpha", 0.25) if configured else 0.0
         )
         self.batched = batched and _supports_batched(self.model)
+        self.takes_device_image = self.batched
         self._pipeline_cfg = _with_mask_background(pipeline, self.mask_alpha)
         self._pipeline = None
 
+    def compile_models(self, backend: str) -> list[str]:
+        """Backbone and head, with a dynamic batch (people per iteration vary)."""
+        self.model.backbone.compile(backend=backend, dynamic=True)
+        self.model.head.compile(backend=backend, dynamic=True)
+        return ["pose.backbone", "pose.head"]
+
     @torch.inference_mode()
-    def estimate(self, image: np.ndarray, people: Instances) -> Instances:
+    def estimate(self, image: PixelArray, people: Instances) -> Instances:
         if len(people) == 0:
             return people
         outputs = self._batched(image, people) if self.batched else self._per_sample(image, people)
@@ -92,7 +100,7 @@ class MMPoseTopDown:
             kpt_oks=side.get("keypoints_oks", fallback).astype(np.float32),
         )
 
-    def _batched(self, image: np.ndarray, people: Instances):
+    def _batched(self, image: PixelArray, people: Instances):
         from mmpose.models.utils.tta import flip_heatmaps
 
         from .topdown import crop_people, decode_udp_heatmaps, heatmap_to_image
@@ -100,9 +108,9 @@ class MMPoseTopDown:
         model, head = self.model, self.model.head
         dev = next(model.parameters()).device
         codec = head.decoder
-        image_t = torch.from_numpy(image).to(dev).permute(2, 0, 1).float()
+        image_t = device_image(image, dev).permute(2, 0, 1).float()
         boxes = torch.from_numpy(people.boxes).to(dev)
-        masks = torch.from_numpy(people.masks).to(dev) if self.mask_alpha > 0 else None
+        masks = torch.as_tensor(people.masks, device=dev) if self.mask_alpha > 0 else None
         crops = crop_people(image_t, boxes, tuple(codec.input_size), self.padding, masks, self.mask_alpha)
         x = crops.images
         preprocessor = model.data_preprocessor
@@ -136,12 +144,13 @@ class MMPoseTopDown:
         side_np = {name: v[:, :k].float().cpu().numpy() for name, v in side.items()}
         return kpts[:, :k].cpu().numpy(), scores[:, :k].float().cpu().numpy(), side_np
 
-    def _per_sample(self, image: np.ndarray, people: Instances):
+    def _per_sample(self, image: PixelArray, people: Instances):
         from mmcv.transforms import Compose
         from mmengine.dataset import pseudo_collate
         from mmengine.registry import DefaultScope
 
-        bgr = np.ascontiguousarray(image[..., ::-1])
+        bgr = np.ascontiguousarray(host_image(image)[..., ::-1])
+        host_masks = to_numpy(people.masks) if self.mask_alpha > 0 else None
         with DefaultScope.overwrite_default_scope("mmpose"):
             if self._pipeline is None:
                 self._pipeline = Compose(self._pipeline_cfg)
@@ -149,7 +158,7 @@ class MMPoseTopDown:
             for i, box in enumerate(people.boxes):
                 info = dict(img=bgr, bbox=box[None].astype(np.float32), bbox_score=np.ones(1, np.float32))
                 if self.mask_alpha > 0:
-                    info["mask"] = people.masks[i]
+                    info["mask"] = host_masks[i]
                 info.update(self.model.dataset_meta)
                 samples.append(self._pipeline(info))
             results = self.model.test_step(pseudo_collate(samples))

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..masks import to_numpy
 from ..pose_nms import oks_matrix
 from ..structures import Instances
 from .base import SEGMENTERS, build_component
@@ -192,6 +193,8 @@ class Pose2InstanceSegmenter:
             masks = self.prior_segmenter.segment(people).masks
         elif self.prior == "uniform":
             masks = None
+        if masks is not None:
+            masks = to_numpy(masks)
         if masks is None or not masks.any():
             return np.full((h, w), 0.5, np.float32)
         union = masks.any(0).astype(np.float32)

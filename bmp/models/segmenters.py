@@ -8,9 +8,11 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from ..images import PixelArray, device_image
 from ..keypoints import SKELETON, TORSO
-from ..masks import remove_small_regions
+from ..masks import fill_small_regions
 from ..prompts import PromptConfig, select_prompts
 from ..structures import Instances
 from ..weights import load_or_warn, resolve_checkpoint
@@ -24,9 +26,12 @@ class SAM2Segmenter:
     The image embedding is computed once in :meth:`set_image` and reused by every
     :meth:`segment` call for that image (all loop iterations); all people of a
     call are decoded in one batch, prompts padded with SAM's padding label.
-    Positive points only, single-mask output, ``mask_threshold`` on the logits,
-    then holes < ``max_hole_area`` px filled and islands < ``max_sprinkle_area``
-    px removed.
+    Single-mask output; as in SAM 2's own post-processing, holes of at most
+    ``max_hole_area`` px are filled and islands of at most ``max_sprinkle_area``
+    px removed on the 256x256 low-resolution logits, which are then upsampled
+    and thresholded at ``mask_threshold``. Everything image-sized stays on the
+    model's device: the image is resized and normalised there, and the masks
+    are returned as a device tensor.
 
     Args:
         config: sam2 model config name, e.g. ``'configs/sam2.1/sam2.1_hiera_b+.yaml'``.
@@ -55,14 +60,45 @@ class SAM2Segmenter:
         load_or_warn(model, path, strict=strict)
         model.to(device).eval()
         self.predictor = SAM2ImagePredictor(model, mask_threshold=mask_threshold)
+        self.predictor._transforms = sam2_cleanup_transforms(
+            model.image_size, mask_threshold, max_hole_area, max_sprinkle_area
+        )
         self.prompt_config = PromptConfig(**(prompts or {}))
         self.max_hole_area = max_hole_area
         self.max_sprinkle_area = max_sprinkle_area
         self.device = device
 
+    takes_device_image = True
+
+    def compile_models(self, backend: str) -> list[str]:
+        """The image encoder (one input size) and the mask decoder (dynamic
+        batch: people per iteration vary)."""
+        model = self.predictor.model
+        model.image_encoder.compile(backend=backend)
+        model.sam_mask_decoder.compile(backend=backend, dynamic=True)
+        return ["segmenter.image_encoder", "segmenter.mask_decoder"]
+
     @torch.inference_mode()
-    def set_image(self, image: np.ndarray) -> None:
-        self.predictor.set_image(image)
+    def set_image(self, image: PixelArray) -> None:
+        """Encode ``image`` (H, W, 3) uint8 RGB, host array or device tensor.
+
+        ``SAM2ImagePredictor.set_image`` with its resize and normalisation done
+        on the model's device instead of the host."""
+        predictor = self.predictor
+        predictor.reset_predictor()
+        x = device_image(image, self.device).permute(2, 0, 1).float() / 255.0  # = ToTensor
+        predictor._orig_hw = [tuple(x.shape[-2:])]
+        x = predictor._transforms.transforms(x)[None]  # Resize + Normalize
+        model = predictor.model
+        _, feats, _, _ = model._prepare_backbone_features(model.forward_image(x))
+        if model.directly_add_no_mem_embed:
+            feats[-1] = feats[-1] + model.no_mem_embed
+        maps = [
+            feat.permute(1, 2, 0).view(1, -1, *size)
+            for feat, size in zip(feats[::-1], predictor._bb_feat_sizes[::-1], strict=True)
+        ][::-1]
+        predictor._features = {"image_embed": maps[-1], "high_res_feats": maps[:-1]}
+        predictor._is_image_set = True
 
     @torch.inference_mode()
     def segment(self, people: Instances, others: Instances | None = None) -> Instances:
@@ -79,7 +115,7 @@ class SAM2Segmenter:
             others=(others.keypoints, others.keypoint_scores) if others is not None else None,
         )
         h, w = people.image_size
-        masks = np.zeros((n, h, w), dtype=bool)
+        masks = torch.zeros((n, h, w), dtype=torch.bool, device=self.predictor.device)
         scores = np.zeros(n, dtype=np.float32)
         prompted = np.flatnonzero((labels > 0).any(1) | cfg.use_box)
         if len(prompted):
@@ -91,10 +127,8 @@ class SAM2Segmenter:
             batch_masks, iou, _ = self.predictor._predict(
                 coords, point_labels, box, None, multimask_output=False
             )
-            raw = batch_masks[:, 0].bool().cpu().numpy()
+            masks[torch.from_numpy(prompted).to(masks.device)] = batch_masks[:, 0].bool()
             scores[prompted] = iou[:, 0].float().cpu().numpy()
-            for row, i in enumerate(prompted):
-                masks[i] = remove_small_regions(raw[row], self.max_hole_area, self.max_sprinkle_area)
         return people.replace(
             masks=masks, mask_scores=scores, prompts=points, prompt_labels=labels
         )
@@ -151,3 +185,18 @@ class SkeletonSegmenter:
         for i in np.flatnonzero(ok):
             cv2.circle(canvas, tuple(map(int, pts[i])), width // 2, 1, -1)
         return canvas.astype(bool), float(scores[ok].mean())
+
+
+def sam2_cleanup_transforms(resolution: int, threshold: float, max_hole_area: int, max_sprinkle_area: int):
+    """SAM 2's transforms with the mask clean-up done by
+    :func:`bmp.masks.fill_small_regions` (plain torch, any device) rather than
+    sam2's optional CUDA extension, which the package is installed without."""
+    from sam2.utils.transforms import SAM2Transforms
+
+    class CleanUpOnDevice(SAM2Transforms):
+        def postprocess_masks(self, masks: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
+            logits = masks.float()
+            flat = fill_small_regions(logits.flatten(0, 1), threshold, max_hole_area, max_sprinkle_area)
+            return F.interpolate(flat.view_as(logits), orig_hw, mode="bilinear", align_corners=False)
+
+    return CleanUpOnDevice(resolution, threshold, max_hole_area, max_sprinkle_area)

@@ -151,10 +151,15 @@ def decode_udp_heatmaps(
     dyy = iy1 - 2 * i_ + iy1_
     dxy = 0.5 * (ix1y1 - ix1 - iy1 + i_ + i_ - ix1_ - iy1_ + ix1_y1_)
     eps = float(np.finfo(np.float32).eps)
-    hessian = torch.stack([dxx + eps, dxy, dxy, dyy + eps], dim=-1).reshape(n, k, 2, 2)
-    derivative = torch.stack([dx, dy], dim=-1)[..., None]
-    offset = (torch.linalg.inv(hessian.double()) @ derivative.double())[..., 0].float()
-    offset = torch.where((scores > 0)[..., None], offset, torch.zeros_like(offset))
+    # Hessian^-1 @ gradient in closed form: a flat patch (singular Hessian)
+    # gets no offset instead of stopping the batch, as linalg.inv would.
+    a, b, d = (dxx + eps).double(), dxy.double(), (dyy + eps).double()
+    det = a * d - b * b
+    safe = torch.where(det == 0, torch.ones_like(det), det)
+    offset = torch.stack(
+        [(d * dx.double() - b * dy.double()) / safe, (a * dy.double() - b * dx.double()) / safe], dim=-1
+    ).float()
+    offset = torch.where(((scores > 0) & (det != 0))[..., None], offset, torch.zeros_like(offset))
     return locs - torch.nan_to_num(offset), scores
 
 

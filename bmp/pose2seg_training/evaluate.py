@@ -19,19 +19,27 @@ import torch
 from tqdm import tqdm
 
 from ..evaluation.cocoeval import coco_metrics
-from ..masks import encode_rle, remove_small_regions
+from ..masks import encode_rle
 from ..prompts import PromptConfig, select_prompts
 from .config import ValConfig
 from .data import ImageEntry, PersonMaskDataset, PoseSet, load_model_input
 from .features import EncoderFeatures, FrozenEncoder, decoder_features
 
 
-def image_predictor(model: torch.nn.Module, mask_threshold: float = 0.0) -> Any:
+def image_predictor(
+    model: torch.nn.Module, mask_threshold: float = 0.0, max_hole_area: int = 10, max_sprinkle_area: int = 50
+) -> Any:
     """A ``SAM2ImagePredictor`` for ``model``: validation decodes with sam2's own
-    prompt transform and post-processing, like the loop's segmenter."""
+    prompt transform and the loop segmenter's post-processing."""
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    return SAM2ImagePredictor(model, mask_threshold=mask_threshold)
+    from ..models.segmenters import sam2_cleanup_transforms
+
+    predictor = SAM2ImagePredictor(model, mask_threshold=mask_threshold)
+    predictor._transforms = sam2_cleanup_transforms(
+        model.image_size, mask_threshold, max_hole_area, max_sprinkle_area
+    )
+    return predictor
 
 
 def set_features(predictor: Any, features: EncoderFeatures, orig_hw: tuple[int, int]) -> None:
@@ -51,11 +59,11 @@ def predict_masks(
     orig_hw: tuple[int, int],
     poses: PoseSet,
     prompts: PromptConfig,
-    cfg: ValConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Masks of ``poses`` in one image (``features`` of that image only).
 
-    The predictor's model should be in eval mode, as it is in the loop.
+    The predictor's model should be in eval mode, as it is in the loop; its
+    transforms carry the mask clean-up (:func:`image_predictor`).
 
     Returns:
         masks (N, H, W) bool, predicted IoU (N,), and ``prompted`` (N,) bool --
@@ -74,10 +82,8 @@ def predict_masks(
             points[rows], labels[rows], None, None, normalize_coords=True
         )
         raw, iou, _ = predictor._predict(coords, point_labels, None, None, multimask_output=False)
-        raw = raw[:, 0].bool().cpu().numpy()
+        masks[rows] = raw[:, 0].bool().cpu().numpy()
         ious[rows] = iou[:, 0].float().cpu().numpy()
-        for j, i in enumerate(rows):
-            masks[i] = remove_small_regions(raw[j], cfg.max_hole_area, cfg.max_sprinkle_area)
     return masks, ious, prompted
 
 
@@ -90,7 +96,7 @@ def predict_dataset(
 ) -> list[dict[str, Any]]:
     """COCO segm results for every val image of ``dataset``."""
     prompts = PromptConfig(**cfg.prompts)
-    predictor = image_predictor(model, cfg.mask_threshold)
+    predictor = image_predictor(model, cfg.mask_threshold, cfg.max_hole_area, cfg.max_sprinkle_area)
     results: list[dict[str, Any]] = []
     name = Path(dataset.spec.ann_file).stem
     for entry in tqdm(dataset.images, desc=f"val {name}", unit="img", dynamic_ncols=True, leave=False):
@@ -108,7 +114,7 @@ def _predict_entry(
     with autocast or nullcontext():
         features = encoder([model_input.key], [model_input.image])
         masks, ious, prompted = predict_masks(
-            predictor, features, model_input.orig_hw, entry.prompts, prompts, cfg
+            predictor, features, model_input.orig_hw, entry.prompts, prompts
         )
     return [
         {
