@@ -54,40 +54,58 @@ def _drop_components(mask: np.ndarray, max_area: int, fill_holes: bool) -> np.nd
     return mask | flip if fill_holes else mask & ~flip
 
 
-def component_areas(region: torch.Tensor, max_rounds: int = 512) -> torch.Tensor:
+def component_areas(region: torch.Tensor, on_device: bool | None = None) -> torch.Tensor:
     """For each pixel of ``region`` (N, H, W) bool, the area of its
     8-connected component (0 outside the region), on the region's device.
 
     This is what sam2's optional CUDA extension computes for its hole / sprinkle
-    clean-up; here in plain torch so it also runs where that extension is not
-    built. Labels start as pixel indices; each round every pixel takes the
-    smallest label among its 3x3 neighbours and then its label's label (pointer
-    jumping), so a component converges to its smallest index in a number of
-    rounds that grows with the log of its size for compact shapes (SAM's
-    256x256 masks: about 10).
+    clean-up. On the host OpenCV labels each mask; on a GPU (``on_device``,
+    default: when the region is not on the CPU) a plain-torch labelling runs for
+    all masks at once: every pixel points to a smaller pixel of its component,
+    each round hooks trees onto their smallest neighbouring label and halves
+    the paths (pointer jumping), until nothing changes -- a handful of rounds
+    for SAM's 256x256 masks, even for noise with one sprawling component.
     """
     n, h, w = region.shape
     if n == 0 or h * w == 0:
         return torch.zeros_like(region, dtype=torch.int32)
-    # float32 labels are exact below 2**24, and max_pool2d needs floats.
-    if h * w >= 2**24:
-        raise ValueError(f"component_areas: {h}x{w} masks are too large")
-    big = float(h * w)
-    index = torch.arange(h * w, device=region.device, dtype=torch.float32).view(1, h, w)
-    labels = torch.where(region, index, big)
-    for _ in range(max_rounds):
-        smallest = -F.max_pool2d(-labels[:, None], 3, stride=1, padding=1)[:, 0]
-        smallest = torch.where(region, smallest, big)
-        flat = smallest.view(n, -1)
-        jumped = torch.gather(flat, 1, flat.clamp(max=big - 1).long()).view(n, h, w)
-        new = torch.where(region, torch.minimum(smallest, jumped), big)
-        if torch.equal(new, labels):
-            break
-        labels = new
-    ids = torch.where(region, labels, 0).long().view(n, -1)
+    if not (region.device.type != "cpu" if on_device is None else on_device):
+        areas = [_opencv_areas(m) for m in region.numpy()]
+        return torch.from_numpy(np.stack(areas))
+    labels = _label_components(region.reshape(n, h * w), h, w)
+    inside = region.reshape(n, -1)
+    ids = torch.where(inside, labels, 0)
     counts = torch.zeros(n, h * w, device=region.device, dtype=torch.int32)
-    counts.scatter_add_(1, ids, region.view(n, -1).int())
-    return torch.where(region, torch.gather(counts, 1, ids).view(n, h, w), 0)
+    counts.scatter_add_(1, ids, inside.int())
+    return torch.where(inside, torch.gather(counts, 1, ids), 0).view(n, h, w)
+
+
+def _opencv_areas(region: np.ndarray) -> np.ndarray:
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+    return np.where(region, stats[labels, cv2.CC_STAT_AREA], 0).astype(np.int32)
+
+
+def _label_components(inside: torch.Tensor, h: int, w: int, max_rounds: int = 1000) -> torch.Tensor:
+    """(N, H*W) long: each region pixel's component root (its smallest pixel
+    index); undefined outside the region."""
+    n = len(inside)
+    outside = h * w  # a parent slot of its own, so gathers never leave the array
+    index = torch.arange(h * w, device=inside.device).expand(n, -1)
+    parent = torch.cat([torch.where(inside, index, outside),
+                        torch.full((n, 1), outside, device=inside.device)], 1)
+    for _ in range(max_rounds):
+        before = parent.clone()
+        # Float pooling is exact: labels stay below 2**24 for SAM-sized masks.
+        own = parent[:, :-1].view(n, 1, h, w).float()
+        smallest = (-F.max_pool2d(-own, 3, stride=1, padding=1)).view(n, -1).long()
+        smallest = torch.where(inside, smallest, outside)
+        parent.scatter_reduce_(1, parent[:, :-1], smallest, reduce="amin")  # hook the trees
+        parent[:, :-1] = torch.minimum(parent[:, :-1], smallest)
+        for _ in range(2):  # pointer jumping
+            parent[:, :-1] = torch.gather(parent, 1, parent[:, :-1])
+        if torch.equal(parent, before):
+            break
+    return parent[:, :-1]
 
 
 def fill_small_regions(

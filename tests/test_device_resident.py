@@ -43,10 +43,15 @@ def shapes(rng: np.random.Generator) -> np.ndarray:
     return masks
 
 
-def test_component_areas_equal_opencv():
-    masks = shapes(np.random.default_rng(0))
+@pytest.mark.parametrize("on_device", [True, False])
+def test_component_areas_equal_opencv(on_device):
+    """The GPU labelling (run here on the CPU) and the host path both give
+    OpenCV's 8-connected component areas, also for noise above the
+    percolation threshold (one huge, tortuous component)."""
+    rng = np.random.default_rng(0)
+    masks = np.concatenate([shapes(rng), rng.random((2, 64, 80)) > 0.45])
     for region in (masks, ~masks):
-        got = component_areas(torch.from_numpy(region)).numpy()
+        got = component_areas(torch.from_numpy(region), on_device=on_device).numpy()
         want = np.stack([cv2_areas(m) for m in region])
         np.testing.assert_array_equal(got, want)
     assert component_areas(torch.zeros((0, 5, 5), dtype=torch.bool)).shape == (0, 5, 5)
