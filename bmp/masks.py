@@ -28,6 +28,12 @@ def _like(result: torch.Tensor, reference: MaskArray) -> MaskArray:
     return result if isinstance(reference, torch.Tensor) else result.cpu().numpy()
 
 
+def on_host(x: torch.Tensor) -> bool:
+    """Whether ``x`` lives in host memory, where host libraries (OpenCV) and
+    data-dependent shapes are cheap; elsewhere the device paths run."""
+    return x.device.type == "cpu"
+
+
 def to_numpy(x: MaskArray) -> np.ndarray:
     """A host numpy view/copy of an array or tensor."""
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -69,7 +75,9 @@ def component_areas(region: torch.Tensor, on_device: bool | None = None) -> torc
     n, h, w = region.shape
     if n == 0 or h * w == 0:
         return torch.zeros_like(region, dtype=torch.int32)
-    if not (region.device.type != "cpu" if on_device is None else on_device):
+    if on_device is None:
+        on_device = not on_host(region)
+    if not on_device:
         areas = [_opencv_areas(m) for m in region.numpy()]
         return torch.from_numpy(np.stack(areas))
     labels = _label_components(region.reshape(n, h * w), h, w)
@@ -132,7 +140,7 @@ def exclusive_masks(masks: MaskArray, scores: np.ndarray, dense: bool | None = N
         masks: (N, H, W) bool, numpy or torch (answered in kind).
         scores: (N,) segmenter confidence.
         dense: decide every pixel (no data-dependent shapes, so no host sync:
-            the default on CUDA) or only the contested ones (default elsewhere).
+            the default on a GPU) or only the contested ones (default on the host).
     Returns:
         (N, H, W) bool, pairwise disjoint.
     """
@@ -145,7 +153,9 @@ def exclusive_masks(masks: MaskArray, scores: np.ndarray, dense: bool | None = N
     rank_np[order] = np.arange(len(scores))
     rank = torch.from_numpy(rank_np).to(m.device)
     ids = torch.arange(len(m), device=m.device)
-    if m.is_cuda if dense is None else dense:
+    if dense is None:
+        dense = not on_host(m)
+    if dense:
         owner = torch.where(m, rank[:, None, None], -1).argmax(0)
         return _like(m & (owner[None] == ids[:, None, None]), masks)
     # On the host only contested pixels need a decision; in practice few.

@@ -117,7 +117,10 @@ def device_loop(tiny_weights):
 def test_loop_moves_no_image_sized_tensor_to_the_host(device_loop, coco_images, monkeypatch):
     """On CPU ``.cpu()`` / ``.numpy()`` cost nothing, but each call on an
     image-sized tensor is a device-to-host copy on a GPU: the loop may make
-    them only in its final ``to_host``."""
+    them only in its final ``to_host``. The mask operations are told they run
+    on a GPU, so they take their device paths."""
+    import bmp.masks
+
     loop = device_loop
     assert loop.detector.takes_device_image and loop.pose.takes_device_image
     image = coco_images[2]
@@ -151,6 +154,7 @@ def test_loop_moves_no_image_sized_tensor_to_the_host(device_loop, coco_images, 
         detector_inputs.append(image)
         return detect(image)
 
+    monkeypatch.setattr(bmp.masks, "on_host", lambda tensor: False)
     for name in ("cpu", "numpy", "tolist"):
         monkeypatch.setattr(torch.Tensor, name, spy(name))
     monkeypatch.setattr(Instances, "to_host", output)
