@@ -104,10 +104,12 @@ class MMDetDetector:
         keep = (pred.labels == self.person_class).nonzero().flatten()
         boxes = pred.bboxes[keep].float().cpu().numpy()
         scores = pred.scores[keep].float().cpu().numpy()
-        masks = None
+        size = tuple(image.shape[:2])
         if "masks" in pred and len(keep):
             masks = pred.masks[keep].bool()  # stays on the device
-        return Instances(tuple(image.shape[:2]), boxes=boxes, det_scores=scores, masks=masks)
+        else:  # none, or a box-only model: empty masks, made where the loop's masks live
+            masks = torch.zeros((len(keep), *size), dtype=torch.bool, device=pred.bboxes.device)
+        return Instances(size, boxes=boxes, det_scores=scores, masks=masks)
 
     def _predict_on_device(self, image: PixelArray):
         """mmdet's Resize(keep_ratio) + Pad + DetDataPreprocessor, as tensor ops."""
