@@ -40,3 +40,20 @@ def test_compiled_loop_gives_the_same_people(tiny_weights, coco_images):
 def test_unknown_compile_backend_is_a_config_error(tiny_weights):
     with pytest.raises(ConfigError, match="loop.compile"):
         BMP.from_config(config(tiny_weights, compile="tensorrt"), device="cpu")
+
+
+def test_compile_survives_numpy_scalars_under_inference_mode():
+    """mmpretrain's ViT (ViTPose) keeps ``DropPath.drop_prob`` as a numpy
+    float; compiled as is, dynamo's guards fail under inference_mode. The loop
+    compiles through ``compile_in_place``, which makes them Python numbers."""
+    import torch
+    from mmcv.cnn.bricks.drop import DropPath
+
+    from bmp.models.base import compile_in_place
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), DropPath(np.float64(0.1))).eval()
+    compile_in_place(net, "eager", dynamic=True)
+    with torch.inference_mode():
+        for batch in (2, 3):
+            assert net(torch.randn(batch, 4)).shape == (batch, 4)
+    assert type(net[1].drop_prob) is float

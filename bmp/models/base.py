@@ -55,6 +55,20 @@ class Segmenter(Protocol):
     def segment(self, people: Instances) -> Instances: ...
 
 
+def compile_in_place(module: Any, backend: str, dynamic: bool | None = None) -> None:
+    """``module.compile(...)``, after turning numpy scalar attributes of its
+    submodules into Python numbers: dynamo wraps such scalars (mmpretrain's
+    ``DropPath.drop_prob``) as tensors whose guards then fail under
+    ``torch.inference_mode`` ("Guard failed on the same frame it was created")."""
+    import numpy as np
+
+    for sub in module.modules():
+        for name, value in list(vars(sub).items()):
+            if isinstance(value, np.generic):
+                setattr(sub, name, value.item())
+    module.compile(backend=backend, dynamic=dynamic)
+
+
 def build_component(registry: Registry, cfg: dict[str, Any], section: str, **defaults: Any) -> Any:
     """Build ``cfg`` from ``registry`` with clear errors for an unknown type or key.
 

@@ -13,7 +13,7 @@ import torch
 from ..images import PixelArray, device_image, host_image
 from ..structures import Instances
 from ..weights import resolve_checkpoint
-from .base import DETECTORS, resolve_model_config
+from .base import DETECTORS, compile_in_place, resolve_model_config
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class MMDetDetector:
 
     def compile_models(self, backend: str) -> list[str]:
         """The backbone (the letterboxed input has one size per aspect ratio)."""
-        self.model.backbone.compile(backend=backend)
+        compile_in_place(self.model.backbone, backend)
         return ["detector.backbone"]
 
     def _test_pipeline(self):

@@ -11,7 +11,7 @@ from ..images import PixelArray, device_image, host_image
 from ..masks import box_iou, to_numpy
 from ..structures import NUM_KEYPOINTS, Instances
 from ..weights import resolve_checkpoint
-from .base import POSE_ESTIMATORS, resolve_model_config
+from .base import POSE_ESTIMATORS, compile_in_place, resolve_model_config
 from .detectors import load_ultralytics
 
 
@@ -81,8 +81,8 @@ class MMPoseTopDown:
 
     def compile_models(self, backend: str) -> list[str]:
         """Backbone and head, with a dynamic batch (people per iteration vary)."""
-        self.model.backbone.compile(backend=backend, dynamic=True)
-        self.model.head.compile(backend=backend, dynamic=True)
+        compile_in_place(self.model.backbone, backend, dynamic=True)
+        compile_in_place(self.model.head, backend, dynamic=True)
         return ["pose.backbone", "pose.head"]
 
     @torch.inference_mode()

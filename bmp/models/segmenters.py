@@ -16,7 +16,7 @@ from ..masks import fill_small_regions
 from ..prompts import PromptConfig, select_prompts
 from ..structures import Instances
 from ..weights import load_or_warn, resolve_checkpoint
-from .base import SEGMENTERS
+from .base import SEGMENTERS, compile_in_place
 
 
 @SEGMENTERS.register_module()
@@ -74,8 +74,8 @@ class SAM2Segmenter:
         """The image encoder (one input size) and the mask decoder (dynamic
         batch: people per iteration vary)."""
         model = self.predictor.model
-        model.image_encoder.compile(backend=backend)
-        model.sam_mask_decoder.compile(backend=backend, dynamic=True)
+        compile_in_place(model.image_encoder, backend)
+        compile_in_place(model.sam_mask_decoder, backend, dynamic=True)
         return ["segmenter.image_encoder", "segmenter.mask_decoder"]
 
     @torch.inference_mode()
