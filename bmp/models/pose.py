@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..images import PixelArray, device_image, host_image
 from ..masks import box_iou, to_numpy
@@ -75,14 +76,19 @@ class MMPoseTopDown:
             configured.get("alpha", 0.25) if configured else 0.0
         )
         self.batched = batched and _supports_batched(self.model)
+        #: Pad each forward batch to a power of two (set when compiled).
+        self.pad_batch = False
         self.takes_device_image = self.batched
         self._pipeline_cfg = _with_mask_background(pipeline, self.mask_alpha)
         self._pipeline = None
 
     def compile_models(self, backend: str) -> list[str]:
-        """Backbone and head, with a dynamic batch (people per iteration vary)."""
-        compile_in_place(self.model.backbone, backend, dynamic=True)
-        compile_in_place(self.model.head, backend, dynamic=True)
+        """Backbone and head with static shapes: batches are padded to powers
+        of two, so a handful of compiled sizes serve any number of people
+        (inductor's dynamic-shape path fails on mmpretrain's ViT)."""
+        compile_in_place(self.model.backbone, backend, dynamic=False)
+        compile_in_place(self.model.head, backend, dynamic=False)
+        self.pad_batch = True
         return ["pose.backbone", "pose.head"]
 
     @torch.inference_mode()
@@ -120,9 +126,13 @@ class MMPoseTopDown:
         n = len(x)
         if self.flip_test:
             x = torch.cat([x, x.flip(-1)])  # one forward pass for both views
+        total = len(x)
+        if self.pad_batch:
+            x = F.pad(x, (0, 0, 0, 0, 0, 0, 0, (1 << (total - 1).bit_length()) - total))
         feats = model.extract_feat(x)
-        heatmaps = head.forward(feats)
+        heatmaps = head.forward(feats)[:total]
         side = head.forward_side(feats) if hasattr(head, "forward_side") else {}
+        side = {k: v[:total] for k, v in side.items()}
         if self.flip_test:
             flip_indices = model.dataset_meta["flip_indices"]
             test_cfg = model.test_cfg or {}
