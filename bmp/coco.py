@@ -6,7 +6,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,31 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
         raise
 
 
+def scan_jsonl(
+    path: Path, valid: Callable[[Any], bool] = lambda record: True, repair: bool = True
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(byte offset, record)`` of each whole line of a JSONL log, in order,
+    up to the first torn one (no newline: the write in flight at a crash),
+    unparsable one, or one ``valid`` rejects. With ``repair`` the file is then
+    truncated there, so the next append starts on a clean line."""
+    good = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if not valid(record):
+                break
+            yield good, record
+            good += len(line)
+    if repair and good != path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(good)
+
+
 class PredictionLog:
     """Per-image records appended to a JSONL file as each image finishes.
 
@@ -89,20 +114,8 @@ class PredictionLog:
             self._load()
 
     def _load(self) -> None:
-        good_bytes = 0
-        with open(self.path, "rb") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # torn write of the image in flight
-                if not line.endswith(b"\n"):
-                    break
-                self.records[record["file"]] = record
-                good_bytes += len(line)
-        if good_bytes != self.path.stat().st_size and not self.readonly:
-            with open(self.path, "r+b") as f:
-                f.truncate(good_bytes)
+        for _, record in scan_jsonl(self.path, repair=not self.readonly):
+            self.records[record["file"]] = record
 
     def __contains__(self, file: str) -> bool:
         record = self.records.get(file)

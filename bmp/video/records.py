@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..coco import instances_to_coco
+from ..coco import instances_to_coco, scan_jsonl
 from ..structures import NUM_KEYPOINTS, Instances
 
 
@@ -98,20 +98,8 @@ class FrameLog:
             self._index()
 
     def _index(self) -> None:
-        good = 0
-        with open(self.path, "rb") as f:
-            for line in f:
-                if not line.endswith(b"\n"):
-                    break  # torn write of the frame in flight
-                try:
-                    key = json.loads(line)["file"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    break
-                self.offsets[key] = good
-                good += len(line)
-        if good != self.path.stat().st_size:
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
+        for offset, record in scan_jsonl(self.path, valid=lambda r: isinstance(r, dict) and "file" in r):
+            self.offsets[record["file"]] = offset
 
     def __contains__(self, key: str) -> bool:
         return key in self.offsets
