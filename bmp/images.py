@@ -69,20 +69,9 @@ def load_image(image: ImageLike, color_order: str = "rgb") -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-#: An (H, W, 3) uint8 RGB image: host array, or tensor on a model's device.
+#: An (H, W, 3) uint8 RGB image: host array, or tensor on a model's device
+#: (convert with :func:`bmp.structures.to_numpy` / :func:`~bmp.structures.to_tensor`).
 PixelArray = np.ndarray | torch.Tensor
-
-
-def host_image(image: PixelArray) -> np.ndarray:
-    """``image`` as a host (H, W, 3) uint8 array (copied from the device if needed)."""
-    return image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
-
-
-def device_image(image: PixelArray, device: torch.device | str) -> torch.Tensor:
-    """``image`` as an (H, W, 3) uint8 tensor on ``device`` (no copy when it is there)."""
-    if isinstance(image, torch.Tensor):
-        return image.to(device)
-    return torch.from_numpy(np.ascontiguousarray(image)).to(device)
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:

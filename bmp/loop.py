@@ -36,12 +36,12 @@ import torch
 from torchvision.ops import nms
 
 from .config import LoopConfig, load_config
-from .images import ImageLike, PixelArray, device_image, host_image, load_image
+from .images import ImageLike, PixelArray, load_image
 from .masks import exclusive_masks, fill_missing_masks, mask_out
 from .models import DETECTORS, POSE_ESTIMATORS, SEGMENTERS, Detector, PoseEstimator, Segmenter
 from .models.base import build_component
 from .pose_nms import pose_nms
-from .structures import Instances
+from .structures import Instances, to_numpy, to_tensor
 
 STAGES = ("detect", "pose", "nms", "sam_encode", "sam_decode", "exclusive", "mask_out")
 
@@ -82,7 +82,7 @@ class Frame:
 
     @cached_property
     def on_device(self) -> torch.Tensor:
-        return device_image(self.host, self.device)
+        return to_tensor(self.host, self.device)
 
     def for_model(self, model: Any) -> PixelArray:
         """The copy ``model`` reads: the device tensor when it declares
@@ -142,7 +142,7 @@ class BMP:
     def detector_inputs(self) -> list[np.ndarray]:
         """What the detector saw in each iteration of the last call (for --vis
         and tests), as host arrays."""
-        return [host_image(x) for x in self._detector_inputs]
+        return [to_numpy(x) for x in self._detector_inputs]
 
     @classmethod
     def from_config(
@@ -258,7 +258,7 @@ class BMP:
             if record:
                 people = self.make_exclusive(found).to_host()
                 records.append(IterationRecord(
-                    iteration, host_image(detect_input), detections.to_host(), people
+                    iteration, to_numpy(detect_input), detections.to_host(), people
                 ))
             if len(detections) == 0:
                 break  # the detector input would not change any more

@@ -15,49 +15,17 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
-from .structures import Instances, MaskArray
-
-
-def _tensor(x: MaskArray, device: torch.device | None = None) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x if device is None else x.to(device)
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device or "cpu")
+from .structures import Instances, MaskArray, to_numpy, to_tensor
 
 
 def _like(result: torch.Tensor, reference: MaskArray) -> MaskArray:
-    return result if isinstance(reference, torch.Tensor) else result.cpu().numpy()
+    return result if isinstance(reference, torch.Tensor) else to_numpy(result)
 
 
 def on_host(x: torch.Tensor) -> bool:
     """Whether ``x`` lives in host memory, where host libraries (OpenCV) and
     data-dependent shapes are cheap; elsewhere the device paths run."""
     return x.device.type == "cpu"
-
-
-def to_numpy(x: MaskArray) -> np.ndarray:
-    """A host numpy view/copy of an array or tensor."""
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def remove_small_regions(mask: np.ndarray, max_hole_area: int, max_sprinkle_area: int) -> np.ndarray:
-    """Fill holes smaller than ``max_hole_area`` px, drop islands smaller than
-    ``max_sprinkle_area`` px, on the host (one full-resolution mask)."""
-    out = mask.astype(bool)
-    if max_hole_area > 0:
-        out = _drop_components(out, max_hole_area, fill_holes=True)
-    if max_sprinkle_area > 0:
-        out = _drop_components(out, max_sprinkle_area, fill_holes=False)
-    return out
-
-
-def _drop_components(mask: np.ndarray, max_area: int, fill_holes: bool) -> np.ndarray:
-    region = ~mask if fill_holes else mask
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
-    small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < max_area) + 1
-    if len(small) == 0:
-        return mask
-    flip = np.isin(labels, small)
-    return mask | flip if fill_holes else mask & ~flip
 
 
 def component_areas(region: torch.Tensor, on_device: bool | None = None) -> torch.Tensor:
@@ -144,7 +112,7 @@ def exclusive_masks(masks: MaskArray, scores: np.ndarray, dense: bool | None = N
     Returns:
         (N, H, W) bool, pairwise disjoint.
     """
-    m = _tensor(masks).bool()
+    m = to_tensor(masks).bool()
     if len(m) <= 1:
         return _like(m.clone(), masks)
     # Stable ordering on ties: the earlier instance wins.
@@ -173,7 +141,7 @@ def mask_out(image: MaskArray, masks: MaskArray) -> MaskArray:
     if isinstance(image, torch.Tensor):
         if len(masks) == 0:
             return image.clone()
-        keep = ~_tensor(masks, image.device).any(0)
+        keep = ~to_tensor(masks, image.device).any(0)
         return image * keep[..., None].to(image.dtype)
     out = image.copy()
     if len(masks):
@@ -197,7 +165,7 @@ def fill_missing_masks(people: Instances, found: Instances | None, min_iou: floa
     """``people.masks`` with every empty mask replaced: by the mask of the
     person in ``found`` whose box overlaps it best (IoU >= ``min_iou``), else by
     the person's box. Answered like ``people.masks``, on its device."""
-    masks = _tensor(people.masks).bool()
+    masks = to_tensor(people.masks).bool()
     dev = masks.device
     empty = ~masks.flatten(1).any(1)
     stand_in = box_masks(people.boxes, people.image_size, dev)
@@ -205,7 +173,7 @@ def fill_missing_masks(people: Instances, found: Instances | None, min_iou: floa
         # Boxes are host records; only the choice per person crosses over.
         iou = box_iou(people.boxes, found.boxes)
         best = iou.argmax(1)
-        earlier = _tensor(found.masks, dev).bool()[torch.from_numpy(best).to(dev)]
+        earlier = to_tensor(found.masks, dev).bool()[torch.from_numpy(best).to(dev)]
         close = torch.from_numpy(iou.max(1) >= min_iou).to(dev) & earlier.flatten(1).any(1)
         stand_in = torch.where(close[:, None, None], earlier, stand_in)
     return _like(torch.where(empty[:, None, None], stand_in, masks), people.masks)

@@ -25,6 +25,19 @@ NUM_KEYPOINTS = 17
 MaskArray = np.ndarray | torch.Tensor
 
 
+def to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A host numpy array of ``x`` (copied from the device when it is a tensor there)."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def to_tensor(x: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """``x`` as a tensor on ``device`` (default: where it is; the CPU for numpy),
+    without a copy when it is already there."""
+    if isinstance(x, torch.Tensor):
+        return x if device is None else x.to(device)
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device or "cpu")
+
+
 def _default(shape_tail: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     return np.zeros((0, *shape_tail), dtype=dtype)
 
@@ -170,7 +183,7 @@ class Instances:
         device when they are a tensor; ``self`` when they are numpy already)."""
         if not isinstance(self.masks, torch.Tensor):
             return self
-        return self.replace(masks=self.masks.detach().bool().cpu().numpy())
+        return self.replace(masks=to_numpy(self.masks.bool()))
 
     @property
     def areas(self) -> np.ndarray:

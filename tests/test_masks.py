@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+import torch
 
-from bmp.masks import encode_rle, exclusive_masks, mask_iou, mask_out, remove_small_regions
+from bmp.masks import encode_rle, exclusive_masks, fill_small_regions, mask_iou, mask_out
 
 
 def test_exclusive_masks_never_overlap_and_highest_score_wins():
@@ -33,12 +34,13 @@ def test_mask_out_blackens_exactly_the_union_of_masks():
     assert (mask_out(image, np.zeros((0, 10, 12), bool)) == image).all()
 
 
-def test_remove_small_regions_fills_holes_and_drops_sprinkles():
+def test_small_regions_clean_up_fills_holes_and_drops_sprinkles():
     mask = np.zeros((60, 60), bool)
     mask[10:40, 10:40] = True
     mask[20:22, 20:22] = False  # 4 px hole
     mask[50:52, 50:53] = True  # 6 px sprinkle
-    out = remove_small_regions(mask, max_hole_area=10, max_sprinkle_area=50)
+    logits = torch.from_numpy(np.where(mask, 1.0, -1.0).astype(np.float32))[None]
+    out = (fill_small_regions(logits, 0.0, max_hole_area=10, max_sprinkle_area=50) > 0)[0].numpy()
     assert out[20:22, 20:22].all()
     assert not out[50:52, 50:53].any()
     assert out[10:40, 10:40].all()

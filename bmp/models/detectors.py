@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..images import PixelArray, device_image, host_image
-from ..structures import Instances
+from ..images import PixelArray
+from ..structures import Instances, to_numpy, to_tensor
 from ..weights import resolve_checkpoint
 from .base import DETECTORS, compile_in_place, resolve_model_config
 
@@ -98,7 +98,7 @@ class MMDetDetector:
                 result = self._predict_on_device(image)
             else:
                 # mmdet models are trained on BGR images (cv2 decoding).
-                bgr = np.ascontiguousarray(host_image(image)[..., ::-1])
+                bgr = np.ascontiguousarray(to_numpy(image)[..., ::-1])
                 result = inference_detector(self.model, bgr, test_pipeline=self._test_pipeline())
         pred = result.pred_instances
         keep = (pred.labels == self.person_class).nonzero().flatten()
@@ -121,7 +121,7 @@ class MMDetDetector:
         factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
         new_w, new_h = int(w * factor + 0.5), int(h * factor + 0.5)  # mmcv's rounding
         preprocessor = self.model.data_preprocessor
-        x = device_image(image, preprocessor.mean.device).permute(2, 0, 1).float()
+        x = to_tensor(image, preprocessor.mean.device).permute(2, 0, 1).float()
         if not getattr(preprocessor, "_channel_conversion", False):
             x = x[[2, 1, 0]]  # the model expects BGR, as cv2 decodes
         x = F.interpolate(x[None], size=(new_h, new_w), mode="bilinear", align_corners=False)

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..images import PixelArray, device_image, host_image
-from ..masks import box_iou, to_numpy
-from ..structures import NUM_KEYPOINTS, Instances
+from ..images import PixelArray
+from ..masks import box_iou
+from ..structures import NUM_KEYPOINTS, Instances, to_numpy, to_tensor
 from ..weights import resolve_checkpoint
 from .base import POSE_ESTIMATORS, compile_in_place, resolve_model_config
 from .detectors import load_ultralytics
@@ -114,7 +114,7 @@ class MMPoseTopDown:
         model, head = self.model, self.model.head
         dev = next(model.parameters()).device
         codec = head.decoder
-        image_t = device_image(image, dev).permute(2, 0, 1).float()
+        image_t = to_tensor(image, dev).permute(2, 0, 1).float()
         boxes = torch.from_numpy(people.boxes).to(dev)
         masks = torch.as_tensor(people.masks, device=dev) if self.mask_alpha > 0 else None
         crops = crop_people(image_t, boxes, tuple(codec.input_size), self.padding, masks, self.mask_alpha)
@@ -159,7 +159,7 @@ class MMPoseTopDown:
         from mmengine.dataset import pseudo_collate
         from mmengine.registry import DefaultScope
 
-        bgr = np.ascontiguousarray(host_image(image)[..., ::-1])
+        bgr = np.ascontiguousarray(to_numpy(image)[..., ::-1])
         host_masks = to_numpy(people.masks) if self.mask_alpha > 0 else None
         with DefaultScope.overwrite_default_scope("mmpose"):
             if self._pipeline is None:

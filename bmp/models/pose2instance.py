@@ -30,9 +30,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..masks import to_numpy
 from ..pose_nms import oks_matrix
-from ..structures import Instances
+from ..structures import Instances, to_numpy
 from .base import SEGMENTERS, build_component
 from .skeleton_field import person_scales, skeleton_distance
 

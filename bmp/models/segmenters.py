@@ -10,11 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..images import PixelArray, device_image
+from ..images import PixelArray
 from ..keypoints import SKELETON, TORSO
 from ..masks import fill_small_regions
+from ..pose2seg_training.features import encode, set_features
 from ..prompts import PromptConfig, select_prompts
-from ..structures import Instances
+from ..structures import Instances, to_tensor
 from ..weights import load_or_warn, resolve_checkpoint
 from .base import SEGMENTERS, compile_in_place
 
@@ -64,8 +65,6 @@ class SAM2Segmenter:
             model.image_size, mask_threshold, max_hole_area, max_sprinkle_area
         )
         self.prompt_config = PromptConfig(**(prompts or {}))
-        self.max_hole_area = max_hole_area
-        self.max_sprinkle_area = max_sprinkle_area
         self.device = device
 
     takes_device_image = True
@@ -82,21 +81,10 @@ class SAM2Segmenter:
 
         ``SAM2ImagePredictor.set_image`` with its resize and normalisation done
         on the model's device instead of the host."""
-        predictor = self.predictor
-        predictor.reset_predictor()
-        x = device_image(image, self.device).permute(2, 0, 1).float() / 255.0  # = ToTensor
-        predictor._orig_hw = [tuple(x.shape[-2:])]
-        x = predictor._transforms.transforms(x)[None]  # Resize + Normalize
-        model = predictor.model
-        _, feats, _, _ = model._prepare_backbone_features(model.forward_image(x))
-        if model.directly_add_no_mem_embed:
-            feats[-1] = feats[-1] + model.no_mem_embed
-        maps = [
-            feat.permute(1, 2, 0).view(1, -1, *size)
-            for feat, size in zip(feats[::-1], predictor._bb_feat_sizes[::-1], strict=True)
-        ][::-1]
-        predictor._features = {"image_embed": maps[-1], "high_res_feats": maps[:-1]}
-        predictor._is_image_set = True
+        x = to_tensor(image, self.device).permute(2, 0, 1).float() / 255.0  # = ToTensor
+        size = tuple(x.shape[-2:])
+        x = self.predictor._transforms.transforms(x)[None]  # Resize + Normalize
+        set_features(self.predictor, encode(self.predictor.model, x), size)
 
     @torch.inference_mode()
     def segment(self, people: Instances, others: Instances | None = None) -> Instances:

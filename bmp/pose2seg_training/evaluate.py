@@ -23,7 +23,7 @@ from ..masks import encode_rle
 from ..prompts import PromptConfig, select_prompts
 from .config import ValConfig
 from .data import ImageEntry, PersonMaskDataset, PoseSet, load_model_input
-from .features import EncoderFeatures, FrozenEncoder, decoder_features
+from .features import EncoderFeatures, FrozenEncoder, set_features
 
 
 def image_predictor(
@@ -40,16 +40,6 @@ def image_predictor(
         model.image_size, mask_threshold, max_hole_area, max_sprinkle_area
     )
     return predictor
-
-
-def set_features(predictor: Any, features: EncoderFeatures, orig_hw: tuple[int, int]) -> None:
-    """Set the predictor's image from (cached) encoder features of one image,
-    as ``SAM2ImagePredictor.set_image`` would from the pixels."""
-    dec = decoder_features(predictor.model, features)
-    predictor.reset_predictor()
-    predictor._features = {"image_embed": dec.image_embed, "high_res_feats": dec.high_res}
-    predictor._orig_hw = [tuple(orig_hw)]
-    predictor._is_image_set = True
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -81,6 +82,16 @@ def decoder_features(model: torch.nn.Module, features: EncoderFeatures) -> Decod
         decoder = model.sam_mask_decoder
         high_res = [decoder.conv_s0(fine[0]), decoder.conv_s1(fine[1])]
     return DecoderFeatures(coarse, high_res)
+
+
+def set_features(predictor: Any, features: EncoderFeatures, orig_hw: tuple[int, int]) -> None:
+    """Set a ``SAM2ImagePredictor``'s image from encoder features of one image
+    (fresh or cached), as its ``set_image`` would from the pixels."""
+    dec = decoder_features(predictor.model, features)
+    predictor.reset_predictor()
+    predictor._features = {"image_embed": dec.image_embed, "high_res_feats": dec.high_res}
+    predictor._orig_hw = [tuple(orig_hw)]
+    predictor._is_image_set = True
 
 
 class FeatureCache:
