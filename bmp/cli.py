@@ -25,7 +25,7 @@ logger = logging.getLogger("bmp")
 #: defines ``add_arguments(parser)`` and ``run(args) -> int`` (exit code) and
 #: imports heavy libraries only inside ``run``.
 COMMAND_MODULES: dict[str, tuple[str, str]] = {
-    "train-pose2seg": ("bmp.pose2seg_training.cli", "fine-tune SAM 2.1 on pose prompts (SAM-pose2seg)"),
+    "train-pose2seg": ("bmp.finetune.cli", "fine-tune SAM 2.1 on pose prompts (SAM-pose2seg)"),
     "eval": ("bmp.evaluation.cli", "COCOeval of every loop iteration and stage on a COCO-format dataset"),
     "video": ("bmp.video.cli", "run the loop over a video: annotated MP4, per-frame JSONL, track ids"),
     "bench": ("bmp.bench", "per-stage timing, throughput, memory and scaling with the number of people"),

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..images import PixelArray
 from ..keypoints import SKELETON, TORSO
 from ..masks import fill_small_regions
-from ..pose2seg_training.features import encode, set_features
+from .sam_features import encode, set_features
 from ..prompts import PromptConfig, select_prompts
 from ..structures import Instances, to_tensor
 from ..weights import load_or_warn, resolve_checkpoint

@@ -12,12 +12,12 @@ import torch
 from pycocotools import mask as mask_utils
 
 from bmp.config import ConfigError
-from bmp.pose2seg_training.checkpoint import latest_checkpoint, load_training_state, save_epoch
-from bmp.pose2seg_training.config import DatasetConfig, LossConfig, load_train_config
-from bmp.pose2seg_training.data import PersonMaskDataset, make_train_item
-from bmp.pose2seg_training.interactive import DecodeStep
-from bmp.pose2seg_training.losses import MultiStepLoss, dice_loss, focal_loss, iou_loss
-from bmp.pose2seg_training.trainer import lr_factor
+from bmp.finetune.checkpoint import latest_checkpoint, load_training_state, save_epoch
+from bmp.finetune.config import DatasetConfig, LossConfig, load_train_config
+from bmp.finetune.data import PersonMaskDataset, make_train_item
+from bmp.finetune.interactive import DecodeStep
+from bmp.finetune.losses import MultiStepLoss, dice_loss, focal_loss, iou_loss
+from bmp.finetune.trainer import lr_factor
 from tests.conftest import COCO_ANN, COCO_DIR, ROOT
 
 TINY = ROOT / "configs" / "train_sam_pose2seg_tiny.py"

@@ -1,14 +1,13 @@
-"""Frozen SAM 2 image-encoder features, computed once per image and cached.
+"""Frozen SAM 2 image-encoder features for fine-tuning, computed once per image and cached.
 
 The image encoder does not train, so its output for an image (and flip side)
 never changes: :class:`FrozenEncoder` computes it without gradients and, when
 asked, keeps it in memory or on disk. What is cached is the encoder's raw FPN
-output; the mask decoder's own projections of it (``conv_s0`` / ``conv_s1``,
-which *do* train) and the frozen ``no_mem_embed`` are applied afterwards by
-:func:`decoder_features`, exactly as ``SAM2ImagePredictor.set_image`` combines
-them. A cache entry holds 256 x (256² + 128² + 64²) floats at S = 1024, about
-88 MB per image side in float32, so caching suits small datasets and CPU runs;
-on a GPU, encoding on the fly is cheap.
+output; the decoder's trainable projections are applied afterwards by
+:func:`bmp.models.sam_features.decoder_features`. A cache entry holds
+256 x (256² + 128² + 64²) floats at S = 1024, about 88 MB per image side in
+float32, so caching suits small datasets and CPU runs; on a GPU, encoding on
+the fly is cheap.
 """
 
 from __future__ import annotations
@@ -18,80 +17,12 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..config import ConfigError
-
-
-@dataclass
-class EncoderFeatures:
-    """Raw FPN levels of a batch of images, finest first:
-    (B, C, 4h, 4w), (B, C, 2h, 2w), (B, C, h, w) with h = w = S / 16."""
-
-    levels: list[torch.Tensor]
-
-    def __len__(self) -> int:
-        return len(self.levels[0])
-
-    def to(self, device: torch.device | str) -> EncoderFeatures:
-        return EncoderFeatures([x.to(device, non_blocking=True) for x in self.levels])
-
-    def __getitem__(self, index: int | slice) -> EncoderFeatures:
-        index = slice(index, index + 1) if isinstance(index, int) else index
-        return EncoderFeatures([x[index] for x in self.levels])
-
-    @staticmethod
-    def cat(items: Sequence[EncoderFeatures]) -> EncoderFeatures:
-        return EncoderFeatures([torch.cat(parts) for parts in zip(*(i.levels for i in items), strict=True)])
-
-
-@dataclass
-class DecoderFeatures:
-    """What SAM's mask decoder consumes: ``image_embed`` (B, C, h, w) and
-    ``high_res`` [(B, C0, 4h, 4w), (B, C1, 2h, 2w)] (empty when the model has
-    no high-resolution path)."""
-
-    image_embed: torch.Tensor
-    high_res: list[torch.Tensor]
-
-    def index(self, rows: torch.Tensor) -> DecoderFeatures:
-        """Rows ``rows`` (N,) of the batch: one entry per person."""
-        return DecoderFeatures(self.image_embed[rows], [x[rows] for x in self.high_res])
-
-
-def encode(model: torch.nn.Module, images: torch.Tensor) -> EncoderFeatures:
-    """Raw FPN features of ``images`` (B, 3, S, S), without gradients."""
-    with torch.no_grad():
-        fpn = model.image_encoder(images)["backbone_fpn"]
-    return EncoderFeatures([x.detach() for x in fpn[-model.num_feature_levels:]])
-
-
-def decoder_features(model: torch.nn.Module, features: EncoderFeatures) -> DecoderFeatures:
-    """The decoder inputs, as ``SAM2ImagePredictor.set_image`` builds them:
-    the coarsest level plus ``no_mem_embed``; the finer levels through the
-    decoder's ``conv_s0`` / ``conv_s1`` (trainable, so gradients flow here)."""
-    *fine, coarse = features.levels
-    if model.directly_add_no_mem_embed:
-        coarse = coarse + model.no_mem_embed.reshape(1, -1, 1, 1)
-    high_res: list[torch.Tensor] = []
-    if model.use_high_res_features_in_sam:
-        decoder = model.sam_mask_decoder
-        high_res = [decoder.conv_s0(fine[0]), decoder.conv_s1(fine[1])]
-    return DecoderFeatures(coarse, high_res)
-
-
-def set_features(predictor: Any, features: EncoderFeatures, orig_hw: tuple[int, int]) -> None:
-    """Set a ``SAM2ImagePredictor``'s image from encoder features of one image
-    (fresh or cached), as its ``set_image`` would from the pixels."""
-    dec = decoder_features(predictor.model, features)
-    predictor.reset_predictor()
-    predictor._features = {"image_embed": dec.image_embed, "high_res_feats": dec.high_res}
-    predictor._orig_hw = [tuple(orig_hw)]
-    predictor._is_image_set = True
+from ..models.sam_features import EncoderFeatures, encode
 
 
 class FeatureCache:

@@ -28,7 +28,8 @@ from .checkpoint import load_training_state, save_atomic, save_epoch
 from .config import TrainConfig
 from .data import PersonMaskDataset, TrainItem, TrainSamples, collate_items
 from .evaluate import validate
-from .features import FeatureCache, FrozenEncoder, decoder_features
+from ..models.sam_features import decoder_features
+from .features import FeatureCache, FrozenEncoder
 from .interactive import interactive_forward
 from .losses import MultiStepLoss
 from .samplers import MaskRefine, Pose, build_sampler

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .features import DecoderFeatures
+from ..models.sam_features import DecoderFeatures
 from .samplers import Click, MaskRefine, Pose
 
 

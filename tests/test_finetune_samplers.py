@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bmp.pose2seg_training.samplers import (
+from bmp.finetune.samplers import (
     MaskRefine,
     Pose,
     Pose1MaskRefine,

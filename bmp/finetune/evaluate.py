@@ -23,7 +23,8 @@ from ..masks import encode_rle
 from ..prompts import PromptConfig, select_prompts
 from .config import ValConfig
 from .data import ImageEntry, PersonMaskDataset, PoseSet, load_model_input
-from .features import EncoderFeatures, FrozenEncoder, set_features
+from ..models.sam_features import EncoderFeatures, set_features
+from .features import FrozenEncoder
 
 
 def image_predictor(

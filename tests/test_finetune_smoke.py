@@ -20,14 +20,14 @@ from bmp import BMP
 from bmp.cli import main
 from bmp.images import load_image
 from bmp.models.segmenters import SAM2Segmenter
-from bmp.pose2seg_training.checkpoint import load_training_state
-from bmp.pose2seg_training.config import load_train_config
-from bmp.pose2seg_training.data import load_model_input, make_train_item
-from bmp.pose2seg_training.evaluate import image_predictor, predict_masks
-from bmp.pose2seg_training.features import decoder_features
-from bmp.pose2seg_training.interactive import interactive_forward
-from bmp.pose2seg_training.samplers import Pose, PoseMaskRefine
-from bmp.pose2seg_training.trainer import Pose2SegTrainer, set_train_mode
+from bmp.finetune.checkpoint import load_training_state
+from bmp.finetune.config import load_train_config
+from bmp.finetune.data import load_model_input, make_train_item
+from bmp.finetune.evaluate import image_predictor, predict_masks
+from bmp.models.sam_features import decoder_features
+from bmp.finetune.interactive import interactive_forward
+from bmp.finetune.samplers import Pose, PoseMaskRefine
+from bmp.finetune.trainer import Pose2SegTrainer, set_train_mode
 from bmp.prompts import PromptConfig
 from bmp.structures import Instances
 from bmp.weights import extract_state_dict, load_checkpoint, load_weights
