@@ -38,6 +38,8 @@ DEFAULT_COUNTS = (1, 5, 10, 20, 40)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .weights import add_trust_argument
+
     parser.add_argument("--config", required=True, help="bmp config file")
     parser.add_argument("--images", default=None, help="folder of images (default: ../shared/data/coco)")
     parser.add_argument("--ann", default=None,
@@ -45,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=None, help="loop iterations (default: config)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
     parser.add_argument("--weights-dir", action="append", default=[], metavar="DIR")
+    add_trust_argument(parser)
     parser.add_argument("--naive", action="store_true", help="time the reference schedule only")
     parser.add_argument("--compare", action="store_true", help="time batched and naive in the same run")
     parser.add_argument("--random-init", action="store_true",

@@ -7,17 +7,25 @@ import hashlib
 import importlib
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-import cv2
 from tqdm import tqdm
 
-from .coco import PredictionLog, image_id_from_name, instances_to_coco, write_json_atomic
-from .config import ConfigError
+from .coco import (
+    OutputError,
+    PredictionLog,
+    image_id_from_name,
+    instances_to_coco,
+    output_folder,
+    write_json_atomic,
+)
+from .config import ConfigError, describe_changes
 from .images import ImageError, expand_inputs
-from .weights import CHECKPOINTS, WeightsError, cache_dir
+from .weights import CHECKPOINTS, WeightsError, add_trust_argument, cache_dir
 
 logger = logging.getLogger("bmp")
 
@@ -49,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights-dir", action="append", default=[], metavar="DIR",
         help="folder with checkpoint files, searched before the cache (repeatable)",
     )
+    add_trust_argument(run)
     run.add_argument(
         "--ann", default=None,
         help="COCO annotation file whose image ids the results should use",
@@ -79,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "weights":
             return list_weights(args)
         return importlib.import_module(args.module).run(args)
-    except (ConfigError, WeightsError, ImageError, FileNotFoundError) as exc:
+    except (ConfigError, WeightsError, ImageError, OutputError, FileNotFoundError) as exc:
         print(f"bmp: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -96,62 +105,200 @@ def list_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_ids(paths: list[Path], ann: str | None) -> dict[Path, int]:
-    if ann:
-        path = Path(ann)
-        if not path.is_file():
-            raise FileNotFoundError(f"annotation file not found: {path}")
-        images = json.loads(path.read_text()).get("images", [])
-        by_name = {Path(i["file_name"]).name: int(i["id"]) for i in images}
-        missing = [p.name for p in paths if p.name not in by_name]
+#: The output folder's file -> image id map: what keeps ids stable across runs
+#: that resume into the same folder with other inputs.
+IMAGE_IDS = "image_ids.json"
+
+
+def _read_ann_ids(ann: str) -> dict[str, int]:
+    """File name -> image id of a COCO annotation file."""
+    path = Path(ann)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--ann {path} is not valid JSON: {exc}") from None
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        raise ConfigError(f"--ann {path} is not a COCO annotation file (it has no 'images' list)")
+    by_name: dict[str, int] = {}
+    for info in images:
+        try:
+            name, image_id = Path(info["file_name"]).name, int(info["id"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(
+                f"--ann {path}: an image entry without file_name and id: {info!r:.200}"
+            ) from None
+        if by_name.setdefault(name, image_id) != image_id:
+            raise ConfigError(f"--ann {path} has two images named {name} (ids {by_name[name]}, {image_id})")
+    return by_name
+
+
+def assign_image_ids(
+    paths: list[Path], known: dict[str, int], ann_ids: dict[str, int] | None = None,
+    ann: str | None = None,
+) -> dict[Path, int]:
+    """Image ids that stay with their file and never collide.
+
+    A file keeps the id it was given before (``known``: the output folder's map
+    and log). A new file takes its id from ``ann_ids`` (``--ann``), else from a
+    numeric name (``000000000785.jpg`` -> 785) unless another file holds that
+    id, else the next unused id. Two files that ``--ann`` gives the same id
+    cannot be told apart: a :class:`ConfigError`.
+    """
+    owner: dict[int, str] = {}
+    for file, image_id in known.items():
+        if owner.setdefault(image_id, file) != file:
+            raise ConfigError(
+                f"the output folder gives image id {image_id} to both {owner[image_id]} and {file}; "
+                "use --overwrite or another --out"
+            )
+    ids: dict[Path, int] = {}
+
+    def claim(path: Path, image_id: int) -> bool:
+        if owner.setdefault(image_id, str(path)) != str(path):
+            return False
+        ids[path] = image_id
+        return True
+
+    if ann_ids is not None:
+        missing = [p.name for p in paths if p.name not in ann_ids]
         if missing:
             raise ConfigError(f"{len(missing)} input images are not in {ann}: {missing[:5]}")
-        return {p: by_name[p.name] for p in paths}
-    ids = {p: image_id_from_name(p, i + 1) for i, p in enumerate(paths)}
-    if len(set(ids.values())) != len(ids):
-        ids = {p: i + 1 for i, p in enumerate(paths)}
+        for path in paths:
+            if not claim(path, ann_ids[path.name]):
+                raise ConfigError(
+                    f"{path} and {owner[ann_ids[path.name]]} both get image id {ann_ids[path.name]} "
+                    f"from {ann} (same file name); give them different names or run them separately"
+                )
+        return ids
+    new = [p for p in paths if not (str(p) in known and claim(p, known[str(p)]))]
+    # Numeric names first, so a file without one cannot take an id a name carries.
+    unnumbered = []
+    for path in new:
+        number = image_id_from_name(path, -1)
+        if number < 0:
+            unnumbered.append(path)
+        elif not claim(path, number):
+            unnumbered.append(path)
+            logger.warning("%s: image id %d from its name is taken by %s; it gets a new id",
+                           path, number, owner[number])
+    next_id = max(owner, default=0) + 1
+    for path in unnumbered:
+        claim(path, next_id)
+        next_id += 1
     return ids
 
 
-def _run_signature(args: argparse.Namespace) -> dict:
-    text = Path(args.config).read_bytes() if Path(args.config).is_file() else b""
+def _known_image_ids(out: Path, log: PredictionLog) -> dict[str, int]:
+    """File -> id of every image this output folder has seen (map, then log)."""
+    known: dict[str, int] = {}
+    path = out / IMAGE_IDS
+    if path.is_file():
+        try:
+            known = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+        except (ValueError, AttributeError, TypeError):
+            raise ConfigError(f"{path} is corrupt; use --overwrite to start over") from None
+    for file, record in log.records.items():
+        if "image_id" in record:
+            known[file] = int(record["image_id"])
+    return known
+
+
+def _run_signature(args: argparse.Namespace) -> dict[str, Any]:
+    """What the logged predictions depend on, in effective values: a path as
+    the absolute file it names, ``--iters`` as the iterations that will run."""
+    from .config import LoopConfig, load_config
+
+    config = Path(args.config)
+    if not config.is_file():
+        raise ConfigError(f"config file not found: {config}")
+    loop = dict(load_config(config).get("loop") or {})
+    if args.iters is not None:
+        loop["num_iters"] = args.iters
     return {
-        "config": str(args.config),
-        "config_sha256": hashlib.sha256(text).hexdigest(),
-        "iters": args.iters,
-        "ann": args.ann,
+        "config": os.fspath(config.resolve()),
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
+        "iters": LoopConfig.from_dict(loop).num_iters,
+        "ann": os.fspath(Path(args.ann).resolve()) if args.ann else None,
     }
 
 
+def _check_previous_run(out: Path, signature: dict[str, Any]) -> None:
+    path = out / "run.json"
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # no (readable) signature: nothing to compare with
+    if previous != signature:
+        changed = describe_changes(previous, signature)
+        raise ConfigError(
+            f"{out} holds results of a different run (changed: {changed}); "
+            "use --overwrite or another --out"
+        )
+
+
+def overlay_path(vis_dir: Path, path: Path, image_id: int) -> Path:
+    """``vis/<stem>.jpg`` when the stem is the image id's number (COCO names),
+    else ``vis/<stem>_<id>.jpg``: two inputs of the same name in different
+    folders have different ids, so their overlays cannot overwrite each other."""
+    if image_id_from_name(path, -1) == image_id:
+        return vis_dir / f"{path.stem}.jpg"
+    return vis_dir / f"{path.stem}_{image_id}.jpg"
+
+
+def _redraw_overlay(record: dict[str, Any], path: Path, target: Path) -> None:
+    """The overlay of a logged image, from its record: no model run. (Prompts
+    are not logged, so this overlay has no prompt points.)"""
+    from .images import load_image
+    from .video.records import record_to_instances
+    from .vis import draw_instances, write_image
+
+    write_image(target, draw_instances(load_image(path), record_to_instances(record), show_prompts=False))
+
+
 def run(args: argparse.Namespace) -> int:
-    from .loop import BMP
-    from .vis import draw_instances
+    from .vis import draw_instances, write_image
 
     paths = expand_inputs(args.inputs)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log_path, sig_path = out / "predictions.jsonl", out / "run.json"
+    out = output_folder(args.out)
+    log_path, sig_path, ids_path = out / "predictions.jsonl", out / "run.json", out / IMAGE_IDS
     signature = _run_signature(args)
     if args.overwrite:
         log_path.unlink(missing_ok=True)
-    elif log_path.exists() and sig_path.exists():
-        previous = json.loads(sig_path.read_text())
-        if previous != signature:
-            raise ConfigError(
-                f"{out} holds results of a different run ({previous}); "
-                "use --overwrite or another --out"
-            )
-    write_json_atomic(sig_path, signature)
-    ids = _image_ids(paths, args.ann)
+        ids_path.unlink(missing_ok=True)
+    elif log_path.exists():
+        _check_previous_run(out, signature)
+    ann_ids = _read_ann_ids(args.ann) if args.ann else None
     log = PredictionLog(log_path)
+    known = _known_image_ids(out, log)
+    ids = assign_image_ids(paths, known, ann_ids, args.ann)
+    write_json_atomic(sig_path, signature)
+    all_ids = {**known, **{str(p): i for p, i in ids.items()}}
+    if all_ids != known or not ids_path.exists():
+        write_json_atomic(ids_path, all_ids)
+
     todo = [p for p in paths if str(p) not in log]
     if len(todo) < len(paths):
         logger.info("resuming: %d of %d images already done", len(paths) - len(todo), len(paths))
+    vis_dir = output_folder(out / "vis", "--vis folder") if args.vis else None
+    if vis_dir is not None:
+        missing = [p for p in paths if str(p) in log and not overlay_path(vis_dir, p, ids[p]).is_file()]
+        if missing:
+            logger.info("drawing %d missing overlays from the log", len(missing))
+        for path in missing:
+            try:
+                _redraw_overlay(log.records[str(path)], path, overlay_path(vis_dir, path, ids[path]))
+            except ImageError as exc:
+                raise OutputError(f"cannot draw the overlay of {path}: {exc}") from None
 
-    bmp = BMP.from_config(args.config, device=args.device, weights_dirs=args.weights_dir,
-                          num_iters=args.iters)
-    if args.vis:
-        (out / "vis").mkdir(exist_ok=True)
+    bmp = None
+    if todo:
+        from .loop import BMP
+
+        bmp = BMP.from_config(args.config, device=args.device, weights_dirs=args.weights_dir,
+                              num_iters=args.iters)
     bar = tqdm(todo, desc="bmp run", unit="img", dynamic_ncols=True)
     for path in bar:
         try:
@@ -165,28 +312,29 @@ def run(args: argparse.Namespace) -> int:
             "file": str(path), "image_id": ids[path], "height": h, "width": w,
             "results": instances_to_coco(people, ids[path]),
         })
-        if args.vis:
+        if vis_dir is not None:  # an interruption here is repaired by the next run
             overlay = draw_instances(bmp.detector_inputs[0], people)
-            cv2.imwrite(str(out / "vis" / f"{path.stem}.jpg"), overlay)
+            write_image(overlay_path(vis_dir, path, ids[path]), overlay)
         per_iter = Counter(int(i) for i in people.iteration)
         found = "+".join(str(per_iter[k]) for k in sorted(per_iter)) or "0"
         bar.set_postfix_str(f"{found} people | {bmp.times.summary()}")
     bar.close()
 
+    images = log.images()
     results = log.results()
     write_json_atomic(out / "results.json", results)
-    write_json_atomic(out / "images.json", log.images())
+    write_json_atomic(out / "images.json", images)
     errors = list(log.errors())
     per_iter = Counter(r["iteration"] for r in results)
     print(
-        f"{len(log.images())} images, {len(results)} people "
+        f"{len(images)} images, {len(results)} people "
         f"({', '.join(f'iteration {k}: {v}' for k, v in sorted(per_iter.items())) or 'none'}), "
         f"{len(errors)} skipped"
     )
-    print(f"results: {out / 'results.json'}" + (f"  overlays: {out / 'vis'}" if args.vis else ""))
+    print(f"results: {out / 'results.json'}" + (f"  overlays: {vis_dir}" if vis_dir else ""))
     for file, error in errors:
         print(f"  skipped {file}: {error}", file=sys.stderr)
-    return 0 if log.images() else 1
+    return 0 if images else 1
 
 
 if __name__ == "__main__":

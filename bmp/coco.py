@@ -1,19 +1,23 @@
-"""COCO-format results: conversion, resumable per-image JSONL, atomic JSON."""
+"""COCO-format results: conversion, resumable per-image JSONL, atomic files, output folders."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from .masks import encode_rle
 from .structures import Instances
+
+logger = logging.getLogger("bmp")
 
 PERSON_CATEGORY_ID = 1
 
@@ -54,45 +58,159 @@ def image_id_from_name(path: str | os.PathLike, fallback: int) -> int:
     return int(match.group(1)) if match else fallback
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON through a temp file and rename, so readers never see half a file."""
+class OutputError(OSError):
+    """An output folder or file that cannot be created or written (an OSError,
+    so callers that handle those keep working)."""
+
+
+def output_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+    """``path`` as a folder that exists and takes new files, else :class:`OutputError`
+    naming ``option``: checked before any work, so a long run cannot end unable
+    to save what it computed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{option} {path} is an existing file, not a folder")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
+        path.mkdir(parents=True, exist_ok=True)
+        # Permission bits do not tell (root, ACLs, read-only mounts): try a write.
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".bmp-write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{option} {path} cannot be written to: {exc.strerror or exc}") from None
+    return path
+
+
+def _new_file_mode() -> int:
+    """The mode ``open(path, 'w')`` would give a new file (0o666 less the umask).
+    Python 3.11 has no ``os.getumask``: setting and restoring it is the portable read."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temp file next to ``path`` and rename it onto ``path`` when the block
+    ends without an error, so readers never see half a file.
+
+    The file gets the permissions a plain ``open`` would give it (mkstemp alone
+    makes it 0600): an existing file's mode, else 0o666 less the umask. A
+    failing write (unwritable folder, full disk) is an :class:`OutputError`
+    naming ``path``.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            file_mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            file_mode = _new_file_mode()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON through :func:`atomic_write`."""
+    with atomic_write(path) as f:
+        json.dump(data, f)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text through :func:`atomic_write`."""
+    with atomic_write(path) as f:
+        f.write(text)
+
+
+#: (file, line number, line) of the corrupt log lines already reported by this
+#: process: a log read several times in one run warns once per line.
+_reported_lines: set[tuple[str, int, bytes]] = set()
+
+
 def scan_jsonl(
     path: Path, valid: Callable[[Any], bool] = lambda record: True, repair: bool = True
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(byte offset, record)`` of each whole line of a JSONL log, in order,
-    up to the first torn one (no newline: the write in flight at a crash),
-    unparsable one, or one ``valid`` rejects. With ``repair`` the file is then
-    truncated there, so the next append starts on a clean line."""
-    good = 0
+    """``(byte offset, record)`` of each good line of a JSONL log, in order.
+
+    A last line without a newline is the write in flight at a crash: it ends the
+    scan. A whole line that does not parse, or that ``valid`` rejects, is skipped
+    with a warning naming the file and line number; the records after it still
+    count. With ``repair``, once the scan has run to its end the file is cut
+    back to its good lines (a torn tail is truncated; corrupt lines are dropped
+    by rewriting the file atomically), so the next append starts on a clean
+    line, and the yielded offsets are those of the repaired file.
+    """
+    good = 0  # bytes of good lines so far: a line's offset once bad ones are dropped
+    end = 0  # bytes of whole lines read: a line's offset in the file as it is
+    bad: list[int] = []  # 1-based numbers of the skipped lines
     with open(path, "rb") as f:
-        for line in f:
+        for number, line in enumerate(f, start=1):
             if not line.endswith(b"\n"):
                 break
+            offset = good if repair else end
+            end += len(line)
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            if not valid(record):
-                break
-            yield good, record
+                reason = None if valid(record) else "not a record of this log"
+            except json.JSONDecodeError as exc:  # its own "line 1" would mislead: give the column
+                reason = f"not JSON: {exc.msg} (column {exc.colno})"
+            except UnicodeDecodeError:
+                reason = "not UTF-8 text"
+            if reason is not None:
+                bad.append(number)
+                _report_corrupt(path, number, line, reason)
+                continue
+            yield offset, record
             good += len(line)
-    if repair and good != path.stat().st_size:
+    if not repair:
+        return
+    if bad:
+        _drop_lines(path, set(bad), end)
+    elif end != path.stat().st_size:
         with open(path, "r+b") as f:
-            f.truncate(good)
+            f.truncate(end)
+
+
+def _report_corrupt(path: Path, number: int, line: bytes, reason: str) -> None:
+    key = (os.fspath(Path(path).resolve()), number, line)
+    if key not in _reported_lines:
+        _reported_lines.add(key)
+        logger.warning("%s, line %d: corrupt record skipped (%s); it will be recomputed",
+                       path, number, reason)
+
+
+def _drop_lines(path: Path, bad: set[int], end: int) -> None:
+    """Rewrite ``path`` without the lines numbered in ``bad`` and without what
+    follows byte ``end`` (a torn tail)."""
+    with open(path, "rb") as src, atomic_write(path, "wb") as dst:
+        done = 0
+        for number, line in enumerate(src, start=1):
+            if done + len(line) > end:
+                break
+            done += len(line)
+            if number not in bad:
+                dst.write(line)
+
+
+def is_log_record(record: Any) -> bool:
+    """What every line of a per-image or per-frame log is: an object keyed by ``file``."""
+    return isinstance(record, dict) and isinstance(record.get("file"), str)
 
 
 class PredictionLog:
@@ -101,7 +219,8 @@ class PredictionLog:
     A record is ``{"file": ..., "image_id": ..., "height": ..., "width": ...,
     "results": [...]}`` or, for an image that failed, ``{"file": ..., "error": ...}``.
     Re-opening the log skips the images it already holds (resume); a torn last
-    line from a crash is ignored and overwritten. With ``readonly=True`` the file
+    line from a crash is ignored and overwritten, a corrupt line elsewhere is
+    skipped with a warning (see :func:`scan_jsonl`). With ``readonly=True`` the file
     is only read, never repaired or appended to: for reading a log that another
     process owns (and may be writing).
     """
@@ -114,7 +233,7 @@ class PredictionLog:
             self._load()
 
     def _load(self) -> None:
-        for _, record in scan_jsonl(self.path, repair=not self.readonly):
+        for _, record in scan_jsonl(self.path, valid=is_log_record, repair=not self.readonly):
             self.records[record["file"]] = record
 
     def __contains__(self, file: str) -> bool:
@@ -124,11 +243,15 @@ class PredictionLog:
     def append(self, record: dict[str, Any]) -> None:
         if self.readonly:
             raise PermissionError(f"{self.path} was opened read-only")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = json.dumps(record) + "\n"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise OutputError(f"cannot append to {self.path}: {exc.strerror or exc}") from None
         self.records[record["file"]] = record
 
     def results(self) -> list[dict[str, Any]]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
 import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,9 @@ class LoopConfig:
       (more confident keypoints, BMP's rule) or ``'earlier'`` (the earlier
       iteration's, useful when masks cover people only partly).
     - ``exclusive_masks``: give overlapping pixels to the best-scoring mask.
+    - ``person_score``: a person's score: ``'keypoints'`` (the mean keypoint
+      score, BMP's rule) or ``'detector'`` (the detection score; the ranking a
+      one-stage pose detector such as YOLO-pose was trained to give).
     - ``precision``: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast of the models
       on CUDA (the CPU always runs fp32).
     - ``naive``: the reference implementation's schedule, kept for comparison:
@@ -48,6 +55,7 @@ class LoopConfig:
     oks_kpt_thr: float = 0.3
     oks_nms_prefer: str = "confident"
     exclusive_masks: bool = True
+    person_score: str = "keypoints"
     precision: str = "fp32"
     naive: bool = False
     compile: str = "off"
@@ -58,12 +66,23 @@ class LoopConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"loop: unknown key(s) {unknown}; accepted: {sorted(known)}")
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if not matches_type(value, hints[key]):
+                raise ConfigError(
+                    f"loop.{key} must be {describe_type(hints[key])}, "
+                    f"got {value!r} ({type(value).__name__})"
+                )
         cfg = cls(**values)
         if cfg.num_iters < 1:
             raise ConfigError(f"loop.num_iters must be >= 1, got {cfg.num_iters}")
         if cfg.oks_nms_prefer not in ("confident", "earlier"):
             raise ConfigError(
                 f"loop.oks_nms_prefer must be 'confident' or 'earlier', got {cfg.oks_nms_prefer!r}"
+            )
+        if cfg.person_score not in ("keypoints", "detector"):
+            raise ConfigError(
+                f"loop.person_score must be 'keypoints' or 'detector', got {cfg.person_score!r}"
             )
         if cfg.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"loop.precision must be 'fp32', 'bf16' or 'fp16', got {cfg.precision!r}")
@@ -73,6 +92,69 @@ class LoopConfig:
 
 
 COMPILE_BACKENDS = ("off", "inductor", "eager")
+
+_SEQUENCE_ORIGINS = (list, tuple, set, frozenset)
+
+
+def matches_type(value: Any, hint: Any) -> bool:
+    """Whether a config value fits a type hint (``int``, ``float | None``,
+    ``Sequence[str]``, ``dict[str, Any]``, ``Literal[...]``...).
+
+    Config files are Python, so a quoted number or ``"no"`` for a flag is easy
+    to write and would otherwise fail much later, deep inside a model (or, for
+    a flag, silently count as true). ``bool`` is not an ``int`` here, an ``int``
+    is a ``float``, and a string is not a sequence of strings. Hints it does
+    not know accept anything.
+    """
+    if hint is Any:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(matches_type(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    container = origin or hint
+    if container is tuple and args and args[-1] is not Ellipsis:
+        return (isinstance(value, list | tuple) and len(value) == len(args)
+                and all(matches_type(v, a) for v, a in zip(value, args, strict=True)))
+    if container in _SEQUENCE_ORIGINS or container is Sequence:
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset):
+            return False
+        return not args or all(matches_type(v, args[0]) for v in value)
+    if container is dict or container is Mapping:
+        return isinstance(value, Mapping)
+    if isinstance(container, type):
+        return isinstance(value, container)
+    return True
+
+
+def describe_type(hint: Any) -> str:
+    """A type hint as a config author reads it: ``int``, ``float | None``, ``Sequence[str]``."""
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return "None" if hint is type(None) else hint.__name__
+    return str(hint).replace("collections.abc.", "").replace("typing.", "").replace("NoneType", "None")
+
+
+def describe_changes(previous: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """``"num_iters 2 → 1, config a.py → b.py"``: the keys of a saved run
+    signature whose values differ from this run's."""
+    def show(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    keys = sorted(set(previous) | set(current))
+    return ", ".join(
+        f"{k} {show(previous.get(k))} → {show(current.get(k))}"
+        for k in keys if previous.get(k) != current.get(k)
+    )
 
 
 def read_config(config: str | os.PathLike | dict | Config) -> Config:

@@ -21,15 +21,25 @@ class ImageError(ValueError):
 ImageLike = str | os.PathLike | np.ndarray | torch.Tensor
 
 
-def load_image(image: ImageLike, color_order: str = "rgb") -> np.ndarray:
+def load_image(
+    image: ImageLike, color_order: str = "rgb", value_range: tuple[float, float] | None = None
+) -> np.ndarray:
     """Any supported image as an (H, W, 3) uint8 RGB array.
 
     Args:
         image: a file path, or an array of shape (H, W), (H, W, 1), (H, W, 3) or
-            (H, W, 4) (alpha dropped); float arrays are taken as [0, 1]. A torch
-            tensor may also be (3, H, W).
+            (H, W, 4) (alpha dropped). A torch tensor may also be (3, H, W).
         color_order: channel order of a 3/4-channel array: ``'rgb'`` or ``'bgr'``.
             Files are decoded correctly regardless.
+        value_range: the (black, white) values of a non-uint8 array, mapped
+            linearly to 0..255. Default: (0, 1) for floats, (0, 65535) for
+            uint16, (0, 255) for other integers.
+    Raises:
+        ImageError: the image is missing, undecodable, of an unsupported shape
+            or dtype (bool: a mask, not an image), holds NaN or infinity, or
+            has values outside ``value_range`` -- e.g. a float image in 0..255
+            without ``value_range=(0, 255)``, which would otherwise saturate to
+            white and silently find nobody.
     """
     if isinstance(image, str | os.PathLike):
         path = Path(image)
@@ -46,6 +56,8 @@ def load_image(image: ImageLike, color_order: str = "rgb") -> np.ndarray:
         array = image.detach().cpu()
         if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
             array = array.permute(1, 2, 0)
+        if array.dtype in (torch.float16, torch.bfloat16):  # numpy has no bfloat16
+            array = array.float()
         image = array.numpy()
     if not isinstance(image, np.ndarray):
         raise ImageError(f"unsupported image type {type(image).__name__}")
@@ -60,13 +72,41 @@ def load_image(image: ImageLike, color_order: str = "rgb") -> np.ndarray:
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageError(f"image array is empty: shape {image.shape}")
     array = array[..., :3]
-    if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating):
-            array = np.clip(array * 255.0 + 0.5, 0, 255)
-        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.dtype != np.uint8 or value_range is not None:
+        array = _to_uint8(array, value_range)
     if color_order == "bgr":
         array = array[..., ::-1]
     return np.ascontiguousarray(array)
+
+
+def _to_uint8(array: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
+    """``array`` mapped from ``value_range`` (default by dtype) to uint8; see
+    :func:`load_image` for what is rejected."""
+    if array.dtype == np.bool_:
+        raise ImageError("image array is bool (a mask?); pass uint8 0..255 or float 0..1 pixels")
+    floating = np.issubdtype(array.dtype, np.floating)
+    if not (floating or np.issubdtype(array.dtype, np.integer)):
+        raise ImageError(f"unsupported image dtype {array.dtype}")
+    if value_range is None:
+        value_range = (0.0, 1.0) if floating else (0.0, 65535.0) if array.dtype == np.uint16 else (0.0, 255.0)
+    lo, hi = (float(v) for v in value_range)
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise ValueError(f"value_range must be two finite numbers (black, white) with black < white, "
+                         f"got {value_range}")
+    vmin, vmax = float(array.min()), float(array.max())
+    if floating and not (np.isfinite(vmin) and np.isfinite(vmax)):
+        raise ImageError("image array contains NaN or infinity")
+    # Resampling overshoots a little; anything more is a wrong range, not noise.
+    slack = 1e-3 * (hi - lo)
+    if vmin < lo - slack or vmax > hi + slack:
+        hint = " (a 0..255 float image? pass value_range=(0, 255))" if floating and vmax > 1.5 else ""
+        raise ImageError(
+            f"image values span [{vmin:g}, {vmax:g}], outside value_range [{lo:g}, {hi:g}]{hint}"
+        )
+    if (lo, hi) == (0.0, 255.0) and not floating:
+        return array.astype(np.uint8)
+    scaled = (array.astype(np.float32) - lo) * np.float32(255.0 / (hi - lo))
+    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
 
 
 #: An (H, W, 3) uint8 RGB image: host array, or tensor on a model's device

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.ops import nms
 
+from .box_nms import box_nms
 from .config import LoopConfig, load_config
 from .images import ImageLike, PixelArray, load_image
 from .masks import exclusive_masks, fill_missing_masks, mask_out
@@ -134,8 +134,10 @@ class BMP:
         self.device = device
         self._encoded = False
         self.times = StageTimes()
-        # Segmenters may use the other people of the image (negative prompts).
+        # Segmenters may use the other people of the image (negative prompts),
+        # pose models the people found earlier (conditioning on their masks).
         self._segment_takes_others = "others" in inspect.signature(segmenter.segment).parameters
+        self._pose_takes_others = "others" in inspect.signature(pose.estimate).parameters
         self._detector_inputs: list[PixelArray] = []
 
     @property
@@ -168,6 +170,15 @@ class BMP:
         if num_iters is not None:
             loop_values["num_iters"] = num_iters
         common = dict(device=device, weights_dirs=dirs)
+        from .models.base import checkpoint_spec
+        from .weights import resolve_checkpoints
+
+        sections = (("detector", DETECTORS), ("pose", POSE_ESTIMATORS), ("segmenter", SEGMENTERS))
+        # Up front, so that one error names every missing checkpoint, not just the first.
+        resolve_checkpoints(
+            {name: checkpoint_spec(registry, cfg.get(name) or {}, name) for name, registry in sections},
+            dirs,
+        )
         bmp = cls(
             detector=build_component(DETECTORS, cfg.detector, "detector", **common),
             pose=build_component(POSE_ESTIMATORS, cfg.pose, "pose", **common),
@@ -202,42 +213,57 @@ class BMP:
         num_iters: int | None = None,
         color_order: str = "rgb",
         prior: Instances | None = None,
+        value_range: tuple[float, float] | None = None,
     ) -> Instances:
         """Every person in ``image``.
 
         Args:
             image: a path, or an (H, W[, 1|3|4]) array / tensor.
-            num_iters: loop iterations (default: the config's).
+            num_iters: loop iterations, an int >= 1 (default: the config's).
             color_order: ``'rgb'`` or ``'bgr'`` for 3/4-channel arrays.
             prior: people expected in this image (video: the previous frame's
                 tracks, boxes moved to where they should be now); see :meth:`seed`.
                 Default None: the plain loop.
+            value_range: the (black, white) values of a non-uint8 array, e.g.
+                ``(0, 255)`` for a float image in 0..255 (default: 0..1 for
+                floats, 0..65535 for uint16); see :func:`bmp.images.load_image`.
         Returns:
             :class:`Instances` with boxes, scores, keypoints, visibility, masks and
             the iteration each person was found in (0: seeded from ``prior``),
             ordered by iteration.
+        Raises:
+            ImageError: an image the loop cannot read faithfully (see
+                :func:`~bmp.images.load_image`). ValueError: a bad ``num_iters``.
         """
-        return self._run(image, num_iters, color_order, record=False, prior=prior)[0]
+        return self._run(image, num_iters, color_order, record=False, prior=prior,
+                         value_range=value_range)[0]
 
     def predict_iterations(
         self,
         image: ImageLike,
         num_iters: int | None = None,
         color_order: str = "rgb",
+        value_range: tuple[float, float] | None = None,
     ) -> list[IterationRecord]:
         """The loop's state after every iteration, for measuring what each one
         adds. ``records[-1].people`` equals what :meth:`predict` returns. The loop
         stops early after an iteration that detects nobody, so the list can be
-        shorter than ``num_iters``."""
-        return self._run(image, num_iters, color_order, record=True)[1]
+        shorter than ``num_iters``. Arguments as for :meth:`predict`."""
+        return self._run(image, num_iters, color_order, record=True, value_range=value_range)[1]
 
     def _run(
         self, image: ImageLike, num_iters: int | None, color_order: str, record: bool,
-        prior: Instances | None = None,
+        prior: Instances | None = None, value_range: tuple[float, float] | None = None,
     ) -> tuple[Instances, list[IterationRecord]]:
+        # 0 would silently mean "the config's" and a negative count "nobody".
+        if num_iters is not None and (
+            isinstance(num_iters, bool) or not isinstance(num_iters, int | np.integer) or num_iters < 1
+        ):
+            raise ValueError(f"num_iters must be an int >= 1 (or None: the config's), got {num_iters!r}")
+        iterations = self.loop.num_iters if num_iters is None else int(num_iters)
         if isinstance(image, str | os.PathLike) and hasattr(self.detector, "select"):
             self.detector.select(os.fspath(image))
-        original = Frame(load_image(image, color_order), self.device)
+        original = Frame(load_image(image, color_order, value_range), self.device)
         self.times = StageTimes(cuda_sync=str(self.device).startswith("cuda"))
         self._detector_inputs = []
         records: list[IterationRecord] = []
@@ -248,7 +274,7 @@ class BMP:
             found = self.seed(original, prior)
             with self.times("mask_out"):
                 detect_input = mask_out(detect_input, found.masks)
-        for iteration in range(1, (num_iters or self.loop.num_iters) + 1):
+        for iteration in range(1, iterations + 1):
             self._detector_inputs.append(detect_input)
             detections = self.detect(detect_input, iteration)
             if len(detections):
@@ -262,8 +288,8 @@ class BMP:
                 ))
             if len(detections) == 0:
                 break  # the detector input would not change any more
-            # Step 5 is applied to outputs only: exclusivity moves pixels between
-            # masks but never changes their union, which is all that step 6 blacks out.
+            # Exclusivity removes pixels only where another mask keeps them, so
+            # the union that step 6 blacks out is the union of the raw masks.
             with self.times("mask_out"):
                 detect_input = mask_out(original.for_model(self.detector), found.masks)
         return self.make_exclusive(found).to_host(), records
@@ -290,7 +316,7 @@ class BMP:
 
     def detect(self, image: PixelArray, iteration: int) -> Instances:
         """Step 1: people on the (masked) detector input, filtered by score and
-        greedy box NMS, best first."""
+        greedy box NMS (whole-pixel IoU, as the reference's), best first."""
         with self.times("detect"), self.autocast():
             people = self.detector.detect(image)
             h, w = image.shape[:2]
@@ -298,15 +324,8 @@ class BMP:
             boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
             boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
             people = people.replace(boxes=boxes)
-            keep = np.flatnonzero(people.det_scores > self.loop.det_score_thr)
-            people = people[keep]
-            if len(people):
-                order = nms(
-                    torch.from_numpy(people.boxes).float(),
-                    torch.from_numpy(people.det_scores).float(),
-                    self.loop.det_nms_iou,
-                ).numpy()  # sorted by decreasing score
-                people = people[order]
+            people = people[np.flatnonzero(people.det_scores > self.loop.det_score_thr)]
+            people = people[box_nms(people.boxes, people.det_scores, self.loop.det_nms_iou)]
             return people.replace(
                 iteration=np.full(len(people), iteration, np.int32), scores=people.det_scores.copy()
             )
@@ -316,30 +335,40 @@ class BMP:
     ) -> Instances:
         """Step 2: top-down pose on the original image; score = mean keypoint score.
 
-        Mask-conditioned pose models read ``people.masks``: a person the detector
-        gave no mask gets the mask of the earlier-found person it re-detects
-        (box IoU >= 0.5), else its box."""
+        Mask-conditioned pose models (MaskPose) read ``people.masks``. From a
+        mask detector they are taken as they are, as in the reference: a person
+        whose mask is empty is posed undimmed. A box-only detector gives no
+        masks at all; then each person gets the mask of the earlier-found
+        person it re-detects (box IoU >= 0.5), else its box."""
         with self.times("pose"), self.autocast():
             # Only mask-conditioned models (MaskPose) read the stand-in masks.
             uses_masks = getattr(self.pose, "mask_alpha", 0) > 0
-            conditioned = people.replace(masks=fill_missing_masks(people, found)) if uses_masks else people
+            conditioned = people
+            if uses_masks and not bool(to_tensor(people.masks).any()):
+                conditioned = people.replace(masks=fill_missing_masks(people, found))
             image = original.for_model(self.pose)
+            kwargs = {"others": found} if self._pose_takes_others and found is not None else {}
             if self.loop.naive:  # the reference's schedule: one person per model call
                 posed = Instances.cat(
-                    [self.pose.estimate(image, conditioned[i]) for i in range(len(people))]
+                    [self.pose.estimate(image, conditioned[i], **kwargs) for i in range(len(people))]
                 )
             else:
-                posed = self.pose.estimate(image, conditioned)
+                posed = self.pose.estimate(image, conditioned, **kwargs)
             # Downstream steps see the detector's own masks, not the stand-ins.
-            return posed.replace(
-                masks=people.masks, scores=posed.keypoint_scores.mean(1).astype(np.float32)
-            )
+            by_keypoints = self.loop.person_score == "keypoints"
+            score = posed.keypoint_scores.mean(1) if by_keypoints else people.det_scores
+            return posed.replace(masks=people.masks, scores=score.astype(np.float32))
 
     def merge(self, found: Instances, new: Instances) -> Instances:
-        """Step 3: OKS pose-NMS over earlier and new people together."""
+        """Step 3: OKS pose-NMS over earlier and new people together.
+
+        As in the reference, an iteration none of whose people survive changes
+        nothing: the earlier people it would have pruned are all kept."""
         with self.times("nms"):
             merged = Instances.cat([found, new])
             keep = pose_nms(merged, self.loop.oks_nms_thr, self.loop.oks_kpt_thr, self.loop.oks_nms_prefer)
+            if not (keep >= len(found)).any():
+                return found
             return merged[keep]
 
     def segment_new(self, found: Instances, iteration: int, original: Frame) -> Instances:
@@ -367,11 +396,21 @@ class BMP:
                     kwargs = {"others": rest} if self._segment_takes_others else {}
                     parts.append(self.segmenter.segment(people[i], **kwargs))
                 segmented = Instances.cat(parts)
-        return Instances.cat([old, segmented])
+        found = Instances.cat([old, segmented])
+        return self.make_exclusive(found, fixed=found.iteration != iteration)
 
-    def make_exclusive(self, found: Instances) -> Instances:
-        """Step 5: every pixel claimed by several masks goes to the best mask."""
+    def make_exclusive(self, found: Instances, fixed: np.ndarray | None = None) -> Instances:
+        """Step 5: every pixel claimed by several masks goes to the best mask
+        (highest score; ties: the newer, then the earlier-listed one).
+
+        In each iteration (``fixed`` = the earlier people) only the new masks
+        lose pixels, to new and old masks alike, as in the reference. That
+        leaves one kind of overlap: pixels a new mask won from an older one,
+        which the older keeps too. The output pass (no ``fixed``) gives exactly
+        those pixels, and only those, to the winner by the same rule, so the
+        output masks are pairwise disjoint."""
         if not self.loop.exclusive_masks or len(found) < 2:
             return found
         with self.times("exclusive"):
-            return found.replace(masks=exclusive_masks(found.masks, found.mask_scores))
+            masks = exclusive_masks(found.masks, found.mask_scores, found.iteration, fixed)
+            return found.replace(masks=masks)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
-from .structures import Instances, MaskArray, to_numpy, to_tensor
+from .structures import Instances, MaskArray, copy_masks, mask_region, to_numpy, to_tensor
 
 
 def _like(result: torch.Tensor, reference: MaskArray) -> MaskArray:
@@ -101,37 +101,65 @@ def fill_small_regions(
     return logits
 
 
-def exclusive_masks(masks: MaskArray, scores: np.ndarray, dense: bool | None = None) -> MaskArray:
-    """Give every pixel claimed by several masks to the highest-scoring one.
+def exclusive_masks(
+    masks: MaskArray,
+    scores: np.ndarray,
+    iteration: np.ndarray | None = None,
+    fixed: np.ndarray | None = None,
+    dense: bool | None = None,
+) -> MaskArray:
+    """Give every pixel claimed by several masks to the best one.
+
+    "Best" is the reference's rule (``_apply_exclusive_masks`` over the new and
+    the old masks of an iteration, new first): the highest score; on equal
+    scores the later ``iteration`` (the newer mask), then the lower index.
+    Masks marked ``fixed`` never lose pixels: they decide which other masks
+    lose theirs but keep everything they claim (the reference does not revisit
+    earlier iterations' masks when it resolves a new one). With nothing fixed
+    the result is pairwise disjoint.
 
     Args:
         masks: (N, H, W) bool, numpy or torch (answered in kind).
         scores: (N,) segmenter confidence.
+        iteration: (N,) the iteration each mask was found in (default: all equal).
+        fixed: (N,) bool, masks that keep all their pixels.
         dense: decide every pixel (no data-dependent shapes, so no host sync:
             the default on a GPU) or only the contested ones (default on the host).
     Returns:
-        (N, H, W) bool, pairwise disjoint.
+        (N, H, W) bool.
     """
     m = to_tensor(masks).bool()
-    if len(m) <= 1:
+    n = len(m)
+    if n <= 1:
         return _like(m.clone(), masks)
-    # Stable ordering on ties: the earlier instance wins.
-    order = np.lexsort((-np.arange(len(scores)), np.asarray(scores)))
-    rank_np = np.empty(len(scores), dtype=np.int16)
-    rank_np[order] = np.arange(len(scores))
+    it = np.zeros(n) if iteration is None else np.asarray(iteration)
+    order = np.lexsort((-np.arange(n), it, np.asarray(scores)))  # last key is the primary one
+    rank_np = np.empty(n, dtype=np.int16)
+    rank_np[order] = np.arange(n)
     rank = torch.from_numpy(rank_np).to(m.device)
-    ids = torch.arange(len(m), device=m.device)
+    ids = torch.arange(n, device=m.device)
+    keeps_all = torch.as_tensor(np.zeros(n, bool) if fixed is None else np.asarray(fixed, bool))
+    keeps_all = keeps_all.to(m.device)[:, None]
     if dense is None:
         dense = not on_host(m)
     if dense:
         owner = torch.where(m, rank[:, None, None], -1).argmax(0)
-        return _like(m & (owner[None] == ids[:, None, None]), masks)
-    # On the host only contested pixels need a decision; in practice few.
-    contested = m.sum(0, dtype=torch.int16) > 1
-    out = m.clone()
+        won = (owner[None] == ids[:, None, None]) | keeps_all[..., None]
+        return _like(m & won, masks)
+    # On the host only contested pixels need a decision; in practice few. The
+    # count and the copy touch each mask's own region only (copy_masks), not
+    # N full images.
+    host = to_numpy(m)
+    count = np.zeros(host.shape[1:], dtype=np.uint8)
+    for mask in host:
+        region = mask_region(mask)
+        if region is not None:
+            count[region] += mask[region]
+    contested = torch.from_numpy(count > 1)
+    out = torch.from_numpy(copy_masks([host], [np.arange(n)]))
     claims = m[:, contested]  # (N, P)
     owner = torch.where(claims, rank[:, None], -1).argmax(0)
-    out[:, contested] = claims & (owner[None] == ids[:, None])
+    out[:, contested] = claims & ((owner[None] == ids[:, None]) | keeps_all)
     return _like(out, masks)
 
 

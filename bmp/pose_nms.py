@@ -1,4 +1,11 @@
-"""Object Keypoint Similarity and the pose NMS that merges loop iterations."""
+"""Object Keypoint Similarity and the pose NMS that merges loop iterations.
+
+Both follow the reference implementation (``bboxmaskpose/demo_utils.py``,
+``pose_nms`` and ``compute_oks``) decision for decision, with one deliberate
+correction: the reference reads the detector's xyxy boxes as xywh, so its OKS
+area is ``x2 * y2`` and its enlarged-box test spans a box of width ``x1 + x2``;
+here both come from the true xyxy box.
+"""
 
 from __future__ import annotations
 
@@ -20,32 +27,48 @@ def oks_matrix(
     areas: np.ndarray,
     score_thr: float = 0.3,
     sigmas: np.ndarray = COCO_SIGMAS,
+    boxes: np.ndarray | None = None,
 ) -> np.ndarray:
     """OKS between every pair of poses.
 
-    ``oks[i, j]`` treats pose ``i`` as the reference: its box ``areas[i]`` sets the
-    scale and only its keypoints with score > ``score_thr`` count. The matrix is
-    therefore not symmetric.
+    ``oks[i, j]`` treats pose ``i`` as the reference (COCO's ground truth):
+    ``areas[i]`` sets the scale and only its keypoints with score >
+    ``score_thr`` count. A reference with no such keypoint scores 0, unless
+    its ``boxes`` are given: then it is compared as COCO compares an unlabelled
+    ground truth, by each keypoint's distance outside the reference box
+    enlarged by its own size on every side (0 inside), averaged over all
+    keypoints. The matrix is not symmetric.
 
     Args:
         keypoints: (N, K, 2) xy.
         keypoint_scores: (N, K).
-        areas: (N,) reference areas in pixels² (box area, xyxy-derived).
+        areas: (N,) reference areas in pixels².
+        boxes: (N, 4) xyxy reference boxes, for the unlabelled case.
     Returns:
-        (N, N) float64 in [0, 1]; 0 where the reference has no confident keypoint.
+        (N, N) float64 in [0, 1].
     """
-    kpts = np.asarray(keypoints, dtype=np.float64)
-    n = len(kpts)
+    kpts = np.asarray(keypoints, dtype=np.float32)
+    n, k = kpts.shape[:2]
     if n == 0:
         return np.zeros((0, 0))
-    var = (2 * sigmas) ** 2  # (K,)
-    d2 = ((kpts[:, None] - kpts[None]) ** 2).sum(-1)  # (N, N, K)
-    scale = np.maximum(np.asarray(areas, dtype=np.float64), np.spacing(1))[:, None, None]
-    e = d2 / (var[None, None] * scale * 2)
-    valid = (np.asarray(keypoint_scores) > score_thr)[:, None, :]  # reference's keypoints
-    count = valid.sum(-1)
-    sim = (np.exp(-e) * valid).sum(-1)
-    return np.where(count > 0, sim / np.maximum(count, 1), 0.0)
+    var = (2 * sigmas[:k]) ** 2
+    confident = np.asarray(keypoint_scores) > score_thr  # the reference's labelled keypoints
+    labelled = confident.any(1)
+    # Differences in float32 like the reference (its keypoints are float32 arrays).
+    delta = kpts[None] - kpts[:, None]  # delta[i, j] = pose j - reference i
+    weight = confident
+    if boxes is not None:
+        boxes = np.asarray(boxes, dtype=np.float64)
+        wh = boxes[:, 2:] - boxes[:, :2]
+        lo = (boxes[:, :2] - wh)[:, None, None]
+        hi = (boxes[:, 2:] + wh)[:, None, None]
+        outside = (np.maximum(0, lo - kpts[None]) + np.maximum(0, kpts[None] - hi)).astype(np.float32)
+        delta = np.where(labelled[:, None, None, None], delta, outside)
+        weight = np.where(labelled[:, None], confident, True)
+    area = np.asarray(areas, dtype=np.float64)[:, None, None]
+    e = (delta**2).sum(-1) / var / (area + np.spacing(1)) / 2  # (N, N, K)
+    w = weight[:, None, :]
+    return np.where(w.any(-1), (np.exp(-e) * w).sum(-1) / np.maximum(w.sum(-1), 1), 0.0)
 
 
 def pose_nms(
@@ -53,34 +76,33 @@ def pose_nms(
 ) -> np.ndarray:
     """Indices of the poses that survive OKS-NMS, in their original order.
 
-    While any pair has OKS > ``oks_thr`` (in either direction), one member is
-    dropped. ``prefer='confident'`` (BMP's rule) drops the one with fewer
-    confident keypoints (score > ``score_thr``), ties the lower instance score,
-    then the later index. ``prefer='earlier'`` first drops the one found in the
-    later iteration: a person re-detected through a mask that did not cover
-    them keeps the box of its first, unmasked detection.
+    The reference's greedy rule: take the pair (i, j) with the highest
+    ``oks[i, j]`` (first in row-major order on ties); drop one of them; make
+    the dropped pose unmatchable (its column) and forget that pair; repeat
+    while any entry exceeds ``oks_thr``. A dropped pose keeps its row, so it
+    can still suppress others. ``prefer='confident'`` (BMP's rule) drops ``j``
+    if ``i`` has more confident keypoints (score > ``score_thr``), else ``i``
+    (equal counts: the pair's reference ``i``). ``prefer='earlier'`` first
+    drops the one found in the later iteration (the lite config: a person
+    re-detected through a mask that did not cover them keeps the pose of its
+    first, unmasked detection), then applies BMP's rule.
     """
     if prefer not in ("confident", "earlier"):
         raise ValueError(f"prefer must be 'confident' or 'earlier', got {prefer!r}")
     n = len(instances)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    oks = oks_matrix(instances.keypoints, instances.keypoint_scores, instances.areas, score_thr)
-    sim = np.maximum(oks, oks.T)
-    np.fill_diagonal(sim, 0.0)
+    oks = oks_matrix(instances.keypoints, instances.keypoint_scores, instances.areas, score_thr,
+                     boxes=instances.boxes)
+    np.fill_diagonal(oks, -1.0)
     confident = (instances.keypoint_scores > score_thr).sum(1)
-    # Higher rank = more worth keeping (lexsort: last key is the primary one).
-    keys = [-np.arange(n), instances.scores, confident]
-    if prefer == "earlier":
-        keys.append(-instances.iteration)
-    order = np.lexsort(keys)
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    alive = np.ones(n, dtype=bool)
-    while True:
-        pairs = (sim > oks_thr) & alive[:, None] & alive[None, :]
-        if not pairs.any():
-            break
-        i, j = np.unravel_index(np.argmax(np.where(pairs, sim, -1.0)), sim.shape)
-        alive[i if rank[i] < rank[j] else j] = False
-    return np.flatnonzero(alive)
+    removed = np.zeros(n, dtype=bool)
+    while (oks > oks_thr).any():
+        i, j = np.unravel_index(np.argmax(oks), oks.shape)
+        drop = j if confident[i] > confident[j] else i
+        if prefer == "earlier" and instances.iteration[i] != instances.iteration[j]:
+            drop = i if instances.iteration[i] > instances.iteration[j] else j
+        oks[:, drop] = 0
+        oks[drop, j] = 0
+        removed[drop] = True
+    return np.flatnonzero(~removed)

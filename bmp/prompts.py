@@ -1,22 +1,47 @@
 """Choosing SAM point prompts from a pose.
 
-Pure functions: each selection rule works on all N people at once (arrays
-(N, K, ...), indices padded with -1), with a one-person form for tests and
-tools; :func:`select_prompts` applies the configured rule and pads the result
-to one (N, P, 2) batch with SAM's padding label -1 (never by repeating points,
-which would change SAM's answer).
+Each selection rule is one function over all N people at once (arrays
+(N, K, ...), indices padded with -1); the one-person forms are a batch of one.
+:func:`select_prompts` applies the configured rule and pads the result to one
+(N, P, 2) batch with SAM's padding label -1 (never by repeating points, which
+would change SAM's answer).
+
+The rules are the reference implementation's (``bboxmaskpose/sam2_utils.py``,
+``_pose2seg`` and ``_select_keypoints``), decision for decision, ties included:
+
+- a person is prompted only if some keypoint has score > ``score_thr`` and
+  confidence > ``visibility_thr`` (both strict);
+- its candidates are then the keypoints with confidence >= ``visibility_thr``;
+- MaxSpread first collapses nose and eyes to the most confident of them (by
+  the confidence channel; the other two are dropped only if that one passes
+  ``visibility_thr``), orders the candidates by score (ties: higher keypoint
+  index first), starts from the first and greedily adds the candidate farthest
+  from the chosen set among those whose score reaches the ``percentile``-th
+  percentile of all candidates' scores, chosen ones counted as -1;
+- MaxVis takes the candidates by decreasing confidence (ties: higher index).
+
+"Confidence" is the channel named by ``PromptConfig.confidence``: the
+keypoint visibility (the reference's choice), presence, expected OKS or the
+keypoint score itself (SAM-pose2seg's Table 6 compares them). Arithmetic is
+in float32, as the reference's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from .structures import Instances
 
 #: COCO indices of the nose and the eyes, collapsed to one point by MaxSpread.
 FACE = (0, 1, 2)
 
 PAD_LABEL = -1
+
+#: Per-keypoint channels that can rank prompt candidates (``Instances`` fields).
+CONFIDENCE_CHANNELS = ("visibility", "presence", "kpt_oks", "score")
 
 
 @dataclass(frozen=True)
@@ -24,11 +49,16 @@ class PromptConfig:
     """How to turn poses into point prompts.
 
     - ``method``: ``'max_spread'`` (BMP "distance+confidence"), ``'max_vis'``
-      (top-n by visibility) or ``'gt'`` (MaxSpread on binary visibility).
+      (the reference's "k_most_visible") or ``'gt'`` (MaxSpread on binary
+      ground-truth visibility, v = 0 dropped).
     - ``num_points``: n, the most positive points per person.
-    - ``score_thr``: MaxSpread keeps keypoints with score >= this.
-    - ``visibility_thr``: MaxVis keeps keypoints with visibility >= this.
-    - ``percentile``: MaxSpread's gate on the remaining scores.
+    - ``score_thr``: the reference's ``confidence_thr``: a person needs a
+      keypoint with score > this (and confidence > ``visibility_thr``).
+    - ``visibility_thr``: candidates have confidence >= this.
+    - ``confidence``: which channel is the "confidence" that gates, filters
+      and (for MaxVis and the face point) ranks: one of
+      :data:`CONFIDENCE_CHANNELS`; the reference uses visibility.
+    - ``percentile``: MaxSpread's score gate over all candidates.
     - ``negatives``: optional negative points: ``'others'`` (the confident
       keypoints of other people closest to this person's box centre) or
       ``'least_visible'`` (this person's least visible keypoints below
@@ -41,7 +71,8 @@ class PromptConfig:
     method: str = "max_spread"
     num_points: int = 6
     score_thr: float = 0.3
-    visibility_thr: float = 0.5
+    visibility_thr: float = 0.3
+    confidence: str = "visibility"
     percentile: float = 80.0
     negatives: str | None = None
     num_negative: int = 1
@@ -54,6 +85,10 @@ class PromptConfig:
             )
         if self.num_points < 1:
             raise ValueError(f"prompts.num_points must be >= 1, got {self.num_points}")
+        if self.confidence not in CONFIDENCE_CHANNELS:
+            raise ValueError(
+                f"prompts.confidence must be one of {CONFIDENCE_CHANNELS}, got {self.confidence!r}"
+            )
         if self.negatives not in (None, "others", "least_visible"):
             raise ValueError(
                 f"prompts.negatives must be None, 'others' or 'least_visible', got {self.negatives!r}"
@@ -65,98 +100,114 @@ class PromptConfig:
         return self.num_points + (self.num_negative if self.negatives else 0)
 
 
-def max_spread(
-    keypoints: np.ndarray,
-    scores: np.ndarray,
-    num_points: int = 6,
-    score_thr: float = 0.3,
-    percentile: float = 80.0,
+def _candidates(
+    scores: np.ndarray, confidence: np.ndarray, score_thr: float, visibility_thr: float,
+    collapse_face: bool,
 ) -> np.ndarray:
-    """MaxSpread_n: confident keypoints spread as far apart as possible.
-
-    Nose and eyes are collapsed to the most confident of them; keypoints with
-    score < ``score_thr`` are dropped; the most confident keypoint starts the
-    set, then the candidate farthest from the chosen set (by its minimum
-    distance) is added, choosing only among candidates whose score reaches the
-    ``percentile``-th percentile of the remaining scores.
-
-    Args:
-        keypoints: (K, 2) xy.
-        scores: (K,) confidences.
-    Returns:
-        (P, 2) indices-ordered chosen points, P <= ``num_points``.
-    """
-    idx = max_spread_indices(keypoints, scores, num_points, score_thr, percentile)
-    return np.asarray(keypoints, dtype=np.float32)[idx].reshape(-1, 2)
+    """(N, K) bool: the keypoints a person's prompts are chosen from."""
+    prompted = ((scores > score_thr) & (confidence > visibility_thr)).any(1)
+    candidate = (confidence >= visibility_thr) & prompted[:, None]
+    k = scores.shape[1]
+    if collapse_face and k >= len(FACE):
+        face = np.asarray(FACE)
+        best = face[np.argmax(confidence[:, face], axis=1)]  # first of equal values
+        collapse = np.take_along_axis(confidence, best[:, None], 1)[:, 0] >= visibility_thr
+        dropped = (face[None] != best[:, None]) & collapse[:, None]
+        candidate[:, face] &= ~dropped
+    return candidate
 
 
-def max_spread_indices(
-    keypoints: np.ndarray,
-    scores: np.ndarray,
-    num_points: int = 6,
-    score_thr: float = 0.3,
-    percentile: float = 80.0,
-) -> np.ndarray:
-    """Keypoint indices chosen by :func:`max_spread` for one person, in the order chosen."""
-    idx = max_spread_batch(np.asarray(keypoints)[None], np.asarray(scores)[None], num_points,
-                           score_thr, percentile)[0]
-    return idx[idx >= 0]
+def _descending(values: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """(N, K) keypoint indices by decreasing value, ties to the higher index
+    (``np.argsort(v)[::-1]``), non-candidates last."""
+    k = values.shape[1]
+    # Sorting the reversed row stably and mapping back puts the higher index first among ties.
+    keyed = np.where(candidate, -values.astype(np.float64), np.inf)[:, ::-1]
+    return k - 1 - np.argsort(keyed, axis=1, kind="stable")
 
 
 def max_spread_batch(
     keypoints: np.ndarray,
     scores: np.ndarray,
     num_points: int = 6,
+    *,
+    confidence: np.ndarray | None = None,
     score_thr: float = 0.3,
+    visibility_thr: float = 0.3,
     percentile: float = 80.0,
 ) -> np.ndarray:
-    """:func:`max_spread` for N people at once: keypoints (N, K, 2), scores
-    (N, K) -> (N, ``num_points``) indices in the order chosen, -1 padded.
+    """MaxSpread_n for N people: keypoints (N, K, 2), scores and confidence
+    (N, K) (confidence defaults to the scores) -> (N, ``num_points``) keypoint
+    indices in the order chosen, -1 padded.
 
     The greedy steps run for all people together (at most ``num_points``
     vectorised steps, not a loop over people)."""
-    kpts = np.asarray(keypoints, dtype=np.float64)
-    s = np.asarray(scores, dtype=np.float64).copy()
+    kpts = np.asarray(keypoints, dtype=np.float32)
+    s = _finite(scores)
+    conf = s if confidence is None else _finite(confidence)
     n, k = s.shape
     out = np.full((n, num_points), -1, dtype=np.int64)
     if n == 0 or k == 0:
         return out
-    s[~np.isfinite(s)] = -np.inf
+    candidate = _candidates(s, conf, score_thr, visibility_thr, collapse_face=True)
+    order = _descending(s, candidate)  # conf order: position j holds keypoint order[:, j]
+    valid = np.take_along_axis(candidate, order, 1)
+    count = valid.sum(1)
+    pts = np.take_along_axis(kpts, order[..., None], 1)
+    available = np.where(valid, np.take_along_axis(s, order, 1), np.float32(0))
     rows = np.arange(n)
-    face = np.array([i for i in FACE if i < k])
-    if len(face):
-        best = face[np.argmax(s[:, face], axis=1)]  # ties: the lower index
-        others = face[None] != best[:, None]
-        s[:, face] = np.where(others, -np.inf, s[:, face])
-    candidate = s >= score_thr
-    has = candidate.any(1)
-    # argmax takes the first of equal scores: ties resolve to the lower index.
-    first = np.argmax(np.where(candidate, s, -np.inf), axis=1)
-    out[has, 0] = first[has]
-    chosen = np.zeros((n, k), dtype=bool)
-    chosen[rows[has], first[has]] = True
-    nearest = np.full((n, k), np.inf)  # distance to the closest chosen keypoint
+    has = count > 0
+    out[has, 0] = order[has, 0]
+    available[has, 0] = -1
+    nearest = np.full((n, k), np.inf, dtype=np.float32)
+    last = np.zeros(n, dtype=np.int64)
+    # The reference adds count - 1 points in total; later picks cannot change earlier ones.
     for step in range(1, num_points):
-        remaining = candidate & ~chosen
-        active = remaining.any(1)
+        active = count > step
         if not active.any():
             break
-        last = out[:, step - 1].clip(0)
-        nearest = np.minimum(nearest, np.linalg.norm(kpts - kpts[rows, last][:, None], axis=-1))
-        gated = remaining & (s >= row_percentile(s, remaining, percentile)[:, None])
-        pick = np.argmax(np.where(gated, nearest, -np.inf), axis=1)
-        out[active, step] = pick[active]
-        chosen[rows[active], pick[active]] = True
+        nearest = np.minimum(nearest, np.linalg.norm(pts - pts[rows, last][:, None], axis=-1))
+        gate = row_percentile(available, valid, percentile)
+        spread = np.where(available < gate[:, None], np.float32(-1), nearest)
+        pick = np.argmax(np.where(valid, spread, -np.inf), axis=1)
+        out[active, step] = order[active, pick[active]]
+        available[rows[active], pick[active]] = -1
+        last = np.where(active, pick, last)
     return out
 
 
+def max_spread_indices(
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    num_points: int = 6,
+    *,
+    confidence: np.ndarray | None = None,
+    score_thr: float = 0.3,
+    visibility_thr: float = 0.3,
+    percentile: float = 80.0,
+) -> np.ndarray:
+    """:func:`max_spread_batch` for one person: indices in the order chosen."""
+    conf = None if confidence is None else np.asarray(confidence)[None]
+    idx = max_spread_batch(np.asarray(keypoints)[None], np.asarray(scores)[None], num_points,
+                           confidence=conf, score_thr=score_thr, visibility_thr=visibility_thr,
+                           percentile=percentile)[0]
+    return idx[idx >= 0]
+
+
+def max_spread(keypoints: np.ndarray, scores: np.ndarray, num_points: int = 6, **kwargs: Any) -> np.ndarray:
+    """(P, 2) points of :func:`max_spread_indices`."""
+    idx = max_spread_indices(keypoints, scores, num_points, **kwargs)
+    return np.asarray(keypoints, dtype=np.float32)[idx].reshape(-1, 2)
+
+
 def row_percentile(values: np.ndarray, where: np.ndarray, percentile: float) -> np.ndarray:
-    """Per row, ``np.percentile(values[i][where[i]], percentile)`` (numpy's
-    default linear method, reproduced bit for bit); rows with nothing selected
-    give +inf."""
+    """Per row, ``np.percentile(values[i][where[i]], percentile)``, reproduced
+    bit for bit: numpy's linear method with the index arithmetic in float64 and
+    the interpolation in the values' dtype; rows with nothing selected give +inf."""
+    dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.dtype(np.float64)
     n, k = values.shape
     count = where.sum(1)
-    ordered = np.sort(np.where(where, values, np.inf), axis=1)
+    ordered = np.sort(np.where(where, values, np.inf).astype(dtype), axis=1)
     virtual = (count - 1) * np.true_divide(percentile, 100)
     below = np.floor(virtual)
     gamma = virtual - below
@@ -167,24 +218,37 @@ def row_percentile(values: np.ndarray, where: np.ndarray, percentile: float) -> 
     b = np.take_along_axis(ordered, hi[:, None], 1)[:, 0]
     with np.errstate(invalid="ignore"):  # inf - inf in rows with nothing selected
         diff = b - a
-        result = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
-    return np.where(count > 0, result, np.inf)
+        # numpy passes gamma as a Python float: it takes the values' dtype.
+        result = np.where(gamma >= 0.5, b - diff * (1 - gamma).astype(dtype), a + diff * gamma.astype(dtype))
+    return np.where(count > 0, result.astype(dtype), dtype.type(np.inf))
 
 
-def max_vis_indices(visibility: np.ndarray, num_points: int = 3, visibility_thr: float = 0.5) -> np.ndarray:
-    """MaxVis_n: indices of the ``num_points`` most visible keypoints with
-    visibility >= ``visibility_thr``, most visible first (ties: lower index)."""
-    idx = max_vis_batch(np.asarray(visibility)[None], num_points, visibility_thr)[0]
-    return idx[idx >= 0]
-
-
-def max_vis_batch(visibility: np.ndarray, num_points: int = 3, visibility_thr: float = 0.5) -> np.ndarray:
-    """:func:`max_vis_indices` for (N, K) visibilities -> (N, num_points), -1 padded."""
-    vis = np.asarray(visibility, dtype=np.float64)
-    vis = np.where(np.isfinite(vis), vis, -np.inf)
-    order = np.argsort(-vis, axis=1, kind="stable")[:, :num_points]
-    keep = np.take_along_axis(vis, order, 1) >= visibility_thr
+def max_vis_batch(
+    visibility: np.ndarray,
+    num_points: int = 3,
+    visibility_thr: float = 0.5,
+    scores: np.ndarray | None = None,
+    score_thr: float = 0.5,
+) -> np.ndarray:
+    """MaxVis_n for (N, K) confidences -> (N, num_points) indices, most
+    confident first (ties: higher index), -1 padded. With ``scores`` a person
+    is prompted only if some keypoint has score > ``score_thr`` and confidence
+    > ``visibility_thr``; without, only the confidence gate applies."""
+    conf = _finite(visibility)
+    s = conf if scores is None else _finite(scores)
+    thr = score_thr if scores is not None else visibility_thr
+    candidate = _candidates(s, conf, thr, visibility_thr, collapse_face=False)
+    order = _descending(conf, candidate)[:, :num_points]
+    keep = np.take_along_axis(candidate, order, 1)
     return _pad(np.where(keep, order, -1), num_points)
+
+
+def max_vis_indices(visibility: np.ndarray, num_points: int = 3, visibility_thr: float = 0.5,
+                    scores: np.ndarray | None = None, score_thr: float = 0.5) -> np.ndarray:
+    """:func:`max_vis_batch` for one person."""
+    s = None if scores is None else np.asarray(scores)[None]
+    idx = max_vis_batch(np.asarray(visibility)[None], num_points, visibility_thr, s, score_thr)[0]
+    return idx[idx >= 0]
 
 
 def max_vis(
@@ -195,6 +259,11 @@ def max_vis(
     return np.asarray(keypoints, dtype=np.float32)[idx].reshape(-1, 2)
 
 
+def _finite(values: np.ndarray) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float32)
+    return np.where(np.isfinite(v), v, np.float32(-np.inf))
+
+
 def gt_indices(keypoints: np.ndarray, gt_visibility: np.ndarray, num_points: int = 6) -> np.ndarray:
     """Ground-truth poses: MaxSpread over keypoints with COCO v > 0 (binary)."""
     idx = gt_batch(np.asarray(keypoints)[None], np.asarray(gt_visibility)[None], num_points)[0]
@@ -203,8 +272,9 @@ def gt_indices(keypoints: np.ndarray, gt_visibility: np.ndarray, num_points: int
 
 def gt_batch(keypoints: np.ndarray, gt_visibility: np.ndarray, num_points: int = 6) -> np.ndarray:
     """:func:`gt_indices` for N people -> (N, num_points), -1 padded."""
-    binary = (np.asarray(gt_visibility) > 0).astype(np.float64)
-    return max_spread_batch(keypoints, binary, num_points, score_thr=0.5, percentile=0.0)
+    binary = (np.asarray(gt_visibility) > 0).astype(np.float32)
+    return max_spread_batch(keypoints, binary, num_points, confidence=binary, score_thr=0.5,
+                            visibility_thr=0.5)
 
 
 def closest_other_keypoints(
@@ -295,10 +365,16 @@ def _gather(keypoints: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.
     return np.where(valid[..., None], points, 0).astype(np.float32), valid
 
 
+def confidence_channel(people: Instances, config: PromptConfig) -> np.ndarray:
+    """The (N, K) channel of ``people`` that ``config.confidence`` names."""
+    name = "keypoint_scores" if config.confidence == "score" else config.confidence
+    return getattr(people, name)
+
+
 def select_prompts(
     keypoints: np.ndarray,
     keypoint_scores: np.ndarray,
-    visibility: np.ndarray,
+    confidence: np.ndarray,
     config: PromptConfig,
     boxes: np.ndarray | None = None,
     others: tuple[np.ndarray, np.ndarray] | None = None,
@@ -308,14 +384,16 @@ def select_prompts(
     Args:
         keypoints: (N, K, 2).
         keypoint_scores: (N, K).
-        visibility: (N, K).
+        confidence: (N, K) the channel that gates, filters and ranks
+            (:func:`confidence_channel`; GT visibility for ``method='gt'``).
         boxes: (N, 4) xyxy, needed for ``negatives='others'``.
         others: keypoints (M, K, 2) and scores (M, K) of people not being
             segmented now (earlier iterations), also used as negatives.
     Returns:
         ``points`` (N, P, 2) float32 and ``labels`` (N, P) int32: 1 positive,
         0 negative, -1 padding; P = ``config.width``. A person with no usable
-        keypoint gets only padding.
+        keypoint gets only padding (the reference then decodes it from SAM's
+        padding token alone; see :class:`~bmp.models.segmenters.SAM2Segmenter`).
     """
     keypoints = np.asarray(keypoints, dtype=np.float32)
     n = len(keypoints)
@@ -323,12 +401,14 @@ def select_prompts(
     points = np.zeros((n, p, 2), dtype=np.float32)
     labels = np.full((n, p), PAD_LABEL, dtype=np.int32)
     if config.method == "max_spread":
-        idx = max_spread_batch(keypoints, keypoint_scores, config.num_points, config.score_thr,
-                               config.percentile)
+        idx = max_spread_batch(keypoints, keypoint_scores, config.num_points, confidence=confidence,
+                               score_thr=config.score_thr, visibility_thr=config.visibility_thr,
+                               percentile=config.percentile)
     elif config.method == "max_vis":
-        idx = max_vis_batch(visibility, config.num_points, config.visibility_thr)
+        idx = max_vis_batch(confidence, config.num_points, config.visibility_thr, keypoint_scores,
+                            config.score_thr)
     else:
-        idx = gt_batch(keypoints, visibility, config.num_points)
+        idx = gt_batch(keypoints, confidence, config.num_points)
     pos, ok = _gather(keypoints, idx)
     points[:, : config.num_points] = pos
     labels[:, : config.num_points] = np.where(ok, 1, PAD_LABEL)
@@ -346,7 +426,7 @@ def select_prompts(
             centers, all_kpts, all_scores, config.num_negative, config.score_thr, exclude_own=True
         )
     else:
-        least = least_visible_batch(visibility, config.num_negative, config.visibility_thr)
+        least = least_visible_batch(confidence, config.num_negative, config.visibility_thr)
         neg, ok = _gather(keypoints, least)
     start = config.num_points
     points[:, start:] = np.where(ok[..., None], neg, 0)

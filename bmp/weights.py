@@ -9,17 +9,29 @@ that names the file and the URL to get it from.
 
 Loading: torch >= 2.6 unpickles with ``weights_only=True``. OpenMMLab
 checkpoints carry numpy and mmengine metadata that it refuses, so
-:func:`load_checkpoint` allows exactly those types; ``weights_only=False`` is used
-only for a file whose sha256 matches this registry.
+:func:`load_checkpoint` allows exactly those types.
+
+Checkpoint safety, the one rule every loader follows (:func:`check_trusted`):
+no file is fully unpickled (``weights_only=False``, or handed to Ultralytics,
+which always unpickles whole objects) unless its sha256 is in this registry or
+the user opted in for that file: ``--trust-checkpoint PATH`` on the command
+line (:func:`trust_checkpoints`) or ``trust_checkpoint=True`` in the model's
+config block. mmdet, mmpose and sam2 models are always built without a
+checkpoint and get their state dict from :func:`load_weights`, so their own
+loaders never unpickle anything.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import os
+import pickle
+import re
 import tempfile
 import urllib.request
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +51,23 @@ _ULTRA = "https://github.com/ultralytics/assets/releases/download/v8.3.0"
 
 class WeightsError(RuntimeError):
     """A checkpoint is missing, corrupt or could not be loaded."""
+
+
+class UntrustedCheckpointError(WeightsError):
+    """A checkpoint would have to be fully unpickled, and nothing vouches for it."""
+
+
+class MissingCheckpointError(WeightsError):
+    """A registered checkpoint is neither on disk nor downloadable.
+
+    Keeps what :func:`resolve_checkpoints` needs to report several at once.
+    """
+
+    def __init__(self, message: str, entry: Checkpoint, looked: list[Path], download_error: str = ""):
+        super().__init__(message)
+        self.entry = entry
+        self.looked = looked
+        self.download_error = download_error
 
 
 @dataclass(frozen=True)
@@ -64,6 +93,23 @@ class Checkpoint:
         if self.sha256_prefix:
             return digest.startswith(self.sha256_prefix)
         return None
+
+
+def _ultralytics_family() -> list[Checkpoint]:
+    """The other official YOLO11 / YOLOv8 pose and segment checkpoints, so any
+    of them can stand in a config by name. Their sha256 digests are not
+    published where they could be read, so they load only with
+    ``--trust-checkpoint`` / ``trust_checkpoint=True`` (see "Checkpoint safety")."""
+    out = []
+    for family, sizes in (("yolo11", "nsmlx"), ("yolov8", "nsmlx")):
+        for size in sizes:
+            for task, what in (("pose", "pose"), ("seg", "segmentation: masks for the loop")):
+                name = f"{family}{size}-{task}"
+                if name == "yolo11n-pose":
+                    continue
+                out.append(Checkpoint(name, f"{name}.pt", f"{_ULTRA}/{name}.pt",
+                                      description=f"Ultralytics {name} {what} (AGPL-3.0)"))
+    return out
 
 
 CHECKPOINTS: dict[str, Checkpoint] = {
@@ -92,6 +138,11 @@ CHECKPOINTS: dict[str, Checkpoint] = {
         Checkpoint(
             "maskpose-b", "MaskPose-b-1.1.0.pth", f"{_HF}/MaskPose/MaskPose-b-1.1.0.pth",
             description="MaskPose-B (ViT-B, mask-conditioned), BMP",
+        ),
+        Checkpoint(
+            "maskpose-b-1.0.0", "MaskPose-b-1.0.0.pth", f"{_HF}/MaskPose/MaskPose-b-1.0.0.pth",
+            description="MaskPose-B 1.0.0 (ViT-B, 21 keypoints, alpha 0.2), BMP v1 / bmp_D3; "
+            "sha256 not published where it could be read",
         ),
         Checkpoint(
             "pmpose-b", "PMPose-b-1.0.0.pth", f"{_HF}/PMPose/PMPose-b-1.0.0.pth",
@@ -127,6 +178,7 @@ CHECKPOINTS: dict[str, Checkpoint] = {
             sha256="869e83fcdffdc7371fa4e34cd8e51c838cc729571d1635e5141e3075e9319dc0",
             description="Ultralytics YOLO11n-pose (AGPL-3.0)",
         ),
+        *_ultralytics_family(),
     ]
 }
 
@@ -152,6 +204,102 @@ def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _digest(path: Path) -> str:
+    """``sha256sum`` remembered per (file, size, mtime), for download checks
+    only: a config's checkpoints are resolved up front and again when each
+    model is built, and hashing a 1 GB SAM file twice is wasted seconds. The
+    decision to unpickle never uses it (a file rewritten with its old mtime
+    would pass)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256sum(path)
+    return _DIGESTS[key]
+
+
+# Checkpoint safety --------------------------------------------------------
+
+#: Files the user vouched for with ``--trust-checkpoint`` (resolved paths).
+_TRUSTED: set[Path] = set()
+
+
+def trust_checkpoints(paths: Iterable[str | os.PathLike]) -> None:
+    """Allow full unpickling of these files for the rest of the process
+    (``--trust-checkpoint PATH``). Symlinks are followed: trust is given to
+    the file, not to a name that could later point elsewhere."""
+    for raw in paths:
+        path = Path(raw).expanduser().resolve()
+        if not path.is_file():
+            raise WeightsError(f"--trust-checkpoint {raw}: no such file")
+        _TRUSTED.add(path)
+
+
+def is_trusted(path: str | os.PathLike) -> bool:
+    """Whether ``path`` was named with :func:`trust_checkpoints`."""
+    return Path(path).expanduser().resolve() in _TRUSTED
+
+
+def registered_checkpoint(path: str | os.PathLike) -> Checkpoint | None:
+    """The registry entry whose full sha256 the file has, if any.
+
+    Only full digests count: an 8-digit OpenMMLab prefix is a download check,
+    not a guarantee against a crafted file.
+    """
+    digest = sha256sum(Path(path))
+    return next((c for c in CHECKPOINTS.values() if c.sha256 and c.sha256 == digest), None)
+
+
+def check_trusted(path: str | os.PathLike, trusted: bool = False, detail: str = "") -> str:
+    """The rule for fully unpickling ``path``: allowed when its sha256 is
+    registered or the user opted in (``trusted``: the config block's
+    ``trust_checkpoint``; or ``--trust-checkpoint``).
+
+    Returns:
+        why it is allowed, for the log.
+    Raises:
+        UntrustedCheckpointError: a one-line refusal naming the file and the opt-in.
+    """
+    path = Path(path)
+    if trusted:
+        return "trust_checkpoint=True in its config block"
+    if is_trusted(path):
+        return "--trust-checkpoint"
+    official = registered_checkpoint(path)
+    if official is not None:
+        return f"sha256 of the registered {official.name}"
+    what = f" ({detail})" if detail else ""
+    raise UntrustedCheckpointError(
+        f"refusing to unpickle {path}{what}: it is not a registered official checkpoint and "
+        f"unpickling can run code stored in the file; if you trust it, pass "
+        f"--trust-checkpoint {path} or set trust_checkpoint=True in its config block"
+    )
+
+
+class _TrustAction(argparse.Action):
+    """Trusts each ``--trust-checkpoint`` file as it is parsed, so every
+    command that takes the flag honours it without code of its own."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        try:
+            trust_checkpoints([values])
+        except WeightsError as exc:
+            raise argparse.ArgumentError(self, f"{values}: no such file") from exc
+        # A new list: appending to the default would leak into later parses.
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), values])
+
+
+def add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--trust-checkpoint PATH`` option (repeatable)."""
+    parser.add_argument(
+        "--trust-checkpoint", action=_TrustAction, default=[], metavar="PATH",
+        help="allow fully unpickling this checkpoint file, which can run code stored in it: "
+        "only for files you trust that are not registered official checkpoints (repeatable)",
+    )
 
 
 def resolve_checkpoint(
@@ -196,20 +344,71 @@ def resolve_checkpoint(
     target = cache_dir() / entry.filename
     looked = "\n  ".join(str(p) for p in candidates)
     if not download:
-        raise WeightsError(
+        raise MissingCheckpointError(
             f"checkpoint {entry.name!r} ({entry.filename}) not found; looked in:\n  {looked}\n"
             f"Download it from {entry.url} and put it in one of those folders "
-            f"(or pass --weights-dir DIR)."
+            f"(or pass --weights-dir DIR).",
+            entry, candidates,
         )
     try:
         download_file(entry.url, target)
     except Exception as exc:
-        raise WeightsError(
+        raise MissingCheckpointError(
             f"checkpoint {entry.name!r} ({entry.filename}) not found locally (looked in:\n  "
             f"{looked}) and downloading {entry.url} failed: {exc}.\n"
-            f"Download it by hand into {target.parent} or a folder given with --weights-dir."
+            f"Download it by hand into {target.parent} or a folder given with --weights-dir.",
+            entry, candidates, str(exc),
         ) from exc
     return _verified(target, entry)
+
+
+def resolve_checkpoints(
+    specs: Mapping[str, str | os.PathLike | None],
+    weights_dirs: Iterable[str | os.PathLike] = (),
+    download: bool | None = None,
+) -> dict[str, Path]:
+    """:func:`resolve_checkpoint` for several checkpoints (``{label: spec}``,
+    ``None`` skipped), so that one error lists everything that is missing
+    instead of the user fetching files one failed run at a time.
+
+    Raises:
+        WeightsError: the only failure as it is, or one message listing every
+            failure (missing registry checkpoints with their URLs).
+    """
+    dirs = list(weights_dirs)
+    found: dict[str, Path] = {}
+    failures: list[tuple[str, WeightsError]] = []
+    for label, spec in specs.items():
+        if spec is None:
+            continue
+        try:
+            found[label] = resolve_checkpoint(spec, dirs, download)
+        except WeightsError as exc:
+            failures.append((label, exc))
+    if len(failures) == 1:
+        raise failures[0][1]
+    if failures:
+        raise WeightsError(_several_failures(failures))
+    return found
+
+
+def _several_failures(failures: list[tuple[str, WeightsError]]) -> str:
+    lines = [f"{len(failures)} checkpoints are not available:"]
+    looked: list[Path] = []
+    for label, exc in failures:
+        if isinstance(exc, MissingCheckpointError):
+            entry = exc.entry
+            why = f" (download failed: {exc.download_error})" if exc.download_error else ""
+            lines.append(f"  {label}: {entry.name!r} ({entry.filename}) from {entry.url}{why}")
+            looked += [p.parent for p in exc.looked if p.parent not in looked]
+        else:
+            lines.append(f"  {label}: {' '.join(str(exc).split())}")
+    if looked:
+        lines.append(
+            "Looked in: " + ", ".join(str(p) for p in looked) + ". Download the missing files "
+            "into one of those folders (or pass --weights-dir DIR)."
+        )
+    return "\n".join(lines)
 
 
 def _verified(path: Path, entry: Checkpoint | None) -> Path:
@@ -222,7 +421,7 @@ def _verified(path: Path, entry: Checkpoint | None) -> Path:
             f"{entry.filename}. Delete it and download again from {entry.url}"
         )
     if entry.sha256 or entry.sha256_prefix:
-        ok = entry.matches_digest(sha256sum(path))
+        ok = entry.matches_digest(_digest(path))
         if not ok:
             raise WeightsError(
                 f"{path} does not match the sha256 of {entry.filename} (corrupt, truncated or "
@@ -269,12 +468,17 @@ def _safe_globals() -> list[Any]:
     return allowed
 
 
-def load_checkpoint(path: str | os.PathLike) -> Mapping[str, Any]:
+def load_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Mapping[str, Any]:
     """Unpickle a checkpoint file safely.
 
-    Tries ``weights_only=True`` with numpy metadata types allowed;
-    falls back to full unpickling only when the file's sha256 matches a
-    registered official checkpoint.
+    Tries ``weights_only=True`` with numpy metadata types allowed; falls back
+    to full unpickling only as :func:`check_trusted` allows (registered
+    sha256, ``trusted``, or ``--trust-checkpoint``).
+
+    Raises:
+        WeightsError: the file is corrupt (naming its URL when it carries a
+            registry file name), or holds objects that only full unpickling
+            would build and nothing vouches for it (one line, naming the opt-in).
     """
     path = Path(path)
     if not path.is_file():
@@ -284,23 +488,70 @@ def load_checkpoint(path: str | os.PathLike) -> Mapping[str, Any]:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first_error = exc
-    digest = sha256sum(path)
-    official = next(
-        (c for c in CHECKPOINTS.values() if c.matches_digest(digest)), None
+    # A damaged file is reported as such before the trust question: torch's own
+    # advice for it ("re-run with weights_only=False") is exactly wrong.
+    if _damaged(path, first_error):
+        raise _corrupt(path, first_error) from None
+    unsafe_global = _unsafe_global(first_error)
+    why = check_trusted(path, trusted, f"it pickles {unsafe_global}" if unsafe_global else "")
+    logger.info("loading %s with weights_only=False (%s)", path, why)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise _corrupt(path, exc) from exc
+
+
+#: What torch.save's legacy (pre-zip) format starts with: pickle protocol 2,
+#: then torch's magic number as a 10-byte long.
+_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _unsafe_global(exc: BaseException) -> str | None:
+    """The forbidden global a weights-only load stopped at, if that was the reason."""
+    if not isinstance(exc, pickle.UnpicklingError):
+        return None
+    text = str(exc)
+    for pattern in (r"GLOBAL (\S+) was not an allowed global", r"global \S+ whose module (\S+) is blocked",
+                    r"Unsupported global: GLOBAL (\S+)"):
+        if match := re.search(pattern, text):
+            return match.group(1)
+    return None
+
+
+def _damaged(path: Path, exc: BaseException) -> bool:
+    """Whether a failed weights-only load means a broken file rather than
+    disallowed content: neither of torch.save's formats (random bytes; a bare
+    pickle, which torch.load rejects anyway), a zip cut short (its central
+    directory is at the end), or a read error inside the archive."""
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_HEAD))
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            return True
+        return not isinstance(exc, pickle.UnpicklingError) and "TorchScript" not in str(exc)
+    if head == _LEGACY_HEAD:
+        return not isinstance(exc, pickle.UnpicklingError)
+    return True
+
+
+def _corrupt(path: Path, exc: BaseException) -> WeightsError:
+    entry = next((c for c in CHECKPOINTS.values() if c.filename == path.name), None)
+    where = f"; download {entry.filename} again from {entry.url}" if entry is not None else ""
+    return WeightsError(
+        f"{path} is corrupt, truncated or not a torch checkpoint ({_short_error(exc)}){where}"
     )
-    if official is None:
-        if isinstance(first_error, EOFError | RuntimeError) and "pickle" not in str(first_error):
-            raise WeightsError(
-                f"{path} could not be read ({type(first_error).__name__}: {first_error}); "
-                "the file is probably truncated or not a torch checkpoint"
-            ) from first_error
-        raise WeightsError(
-            f"{path} could not be loaded with torch.load(weights_only=True): {first_error}\n"
-            "It is not one of the registered official checkpoints, so bmp will not unpickle "
-            "arbitrary objects from it. Re-save its state_dict with torch.save(model.state_dict())."
-        ) from first_error
-    logger.info("loading %s (sha256 of official %s) with weights_only=False", path, official.name)
-    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _short_error(exc: BaseException) -> str:
+    """The cause in one line, without torch's weights_only advice."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if "weights_only" in first:
+        first = ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
 
 
 def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -321,9 +572,13 @@ def load_weights(
     path: str | os.PathLike,
     strict: bool = True,
     ignore_prefixes: tuple[str, ...] = ("data_preprocessor.",),
+    trusted: bool = False,
 ) -> None:
-    """Load a checkpoint file into ``model``, reporting key mismatches clearly."""
-    state = extract_state_dict(load_checkpoint(path))
+    """Load a checkpoint file into ``model``, reporting key mismatches clearly.
+
+    ``trusted``: the config block's ``trust_checkpoint`` (see :func:`check_trusted`).
+    """
+    state = extract_state_dict(load_checkpoint(path, trusted=trusted))
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(ignore_prefixes)]
@@ -342,11 +597,13 @@ def _preview(keys: list[str], n: int = 5) -> str:
     return "[" + ", ".join(keys[:n]) + (", ..." if len(keys) > n else "") + "]"
 
 
-def load_or_warn(model: torch.nn.Module, path: Path | None, strict: bool = True) -> None:
+def load_or_warn(
+    model: torch.nn.Module, path: Path | None, strict: bool = True, trusted: bool = False
+) -> None:
     """Load the resolved checkpoint ``path`` into ``model``; ``None`` keeps the
     random init, which is only good for timing (``bmp bench --random-init``)
     and says so."""
     if path is None:
         logger.warning("%s: no checkpoint given, random weights (speed tests only)", type(model).__name__)
         return
-    load_weights(model, path, strict=strict)
+    load_weights(model, path, strict=strict, trusted=trusted)

@@ -14,5 +14,12 @@ pose = dict(
 
 segmenter = dict(
     checkpoint="sam-pose2seg-hiera-b+",
-    prompts=dict(_delete_=True, method="max_vis", num_points=3, visibility_thr=0.5),
+    # MaxVis-3 gated on score > 0.5 and visibility > 0.5 (the reference's bmp_v2
+    # confidence_thr / visibility_thr), ranked by visibility.
+    prompts=dict(_delete_=True, method="max_vis", num_points=3, score_thr=0.5, visibility_thr=0.5,
+                 confidence="visibility"),
 )
+
+# The reference's v2 loop counts pose-NMS keypoints above its prompting
+# confidence_thr (0.5), although its config comment calls that value unused.
+loop = dict(oks_kpt_thr=0.5)

@@ -27,7 +27,10 @@ segmenter = dict(
     type="SAM2Segmenter",
     config="configs/sam2.1/sam2.1_hiera_b+.yaml",
     checkpoint="sam2.1-hiera-b+",
-    prompts=dict(method="max_spread", num_points=6, score_thr=0.3, percentile=80.0),
+    # The reference's bmp_D3 prompting: confidence_thr 0.3, visibility_thr 0.3,
+    # 'distance+confidence' (MaxSpread-6), no box, no negatives.
+    prompts=dict(method="max_spread", num_points=6, score_thr=0.3, visibility_thr=0.3,
+                 confidence="visibility", percentile=80.0),
     mask_threshold=0.0,
     max_hole_area=10,
     max_sprinkle_area=50,
@@ -38,6 +41,6 @@ loop = dict(
     det_score_thr=0.3,  # keep person detections with score > 0.3
     det_nms_iou=0.3,  # greedy box NMS within an iteration
     oks_nms_thr=0.8,  # pose NMS across iterations
-    oks_kpt_thr=0.3,  # keypoints that count in OKS
+    oks_kpt_thr=0.3,  # keypoints that count in OKS: the prompting confidence_thr, as in the reference
     exclusive_masks=True,
 )

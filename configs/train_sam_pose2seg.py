@@ -93,7 +93,7 @@ checkpoint = dict(
 val = dict(
     interval=1,
     # Inference prompts of SAM-pose2seg in the loop: MaxVis-3.
-    prompts=dict(method="max_vis", num_points=3, visibility_thr=0.5),
+    prompts=dict(method="max_vis", num_points=3, score_thr=0.5, visibility_thr=0.5),
     mask_threshold=0.0,
     max_hole_area=10,
     max_sprinkle_area=50,

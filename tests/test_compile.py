@@ -31,7 +31,8 @@ def test_compiled_loop_gives_the_same_people(tiny_weights, coco_images):
     assert compiled.pose.pad_batch and not plain.pose.pad_batch  # few static batch sizes
     # Several people, found again in iteration 2: two batch sizes, padded.
     a, b = plain.predict(coco_images[2]), compiled.predict(coco_images[2])
-    assert len(a) == len(b) >= 2 and set(b.iteration) == {1, 2}
+    assert len(a) == len(b) >= 2 and (a.iteration == b.iteration).all()
+    assert len(plain.detector_inputs) == 2
     assert np.abs(a.keypoints - b.keypoints).max() < 1e-2
     both = a.masks.any((1, 2)) | b.masks.any((1, 2))
     assert (np.diag(mask_iou(a.masks, b.masks))[both] >= 0.99).all()

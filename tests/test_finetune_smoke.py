@@ -18,16 +18,16 @@ from pycocotools import mask as mask_utils
 
 from bmp import BMP
 from bmp.cli import main
-from bmp.images import load_image
-from bmp.models.segmenters import SAM2Segmenter
 from bmp.finetune.checkpoint import load_training_state
 from bmp.finetune.config import load_train_config
 from bmp.finetune.data import load_model_input, make_train_item
 from bmp.finetune.evaluate import image_predictor, predict_masks
-from bmp.models.sam_features import decoder_features
 from bmp.finetune.interactive import interactive_forward
 from bmp.finetune.samplers import Pose, PoseMaskRefine
 from bmp.finetune.trainer import Pose2SegTrainer, set_train_mode
+from bmp.images import load_image
+from bmp.models.sam_features import decoder_features
+from bmp.models.segmenters import SAM2Segmenter
 from bmp.prompts import PromptConfig
 from bmp.structures import Instances
 from bmp.weights import extract_state_dict, load_checkpoint, load_weights
@@ -126,7 +126,7 @@ def test_eight_clicks_each_correct_the_previous_prediction(overfit):
     assert steps[0].masks.shape == (3, 3, size, size)  # one click: three candidate masks
     assert all(s.masks.shape == (3, 1, size, size) for s in steps[1:])
     for person, row in enumerate(clicks):
-        ranked = np.argsort(-item.visibility[person], kind="stable")
+        ranked = np.argsort(item.visibility[person], kind="stable")[::-1]  # ties: higher index
         if item.visibility[person].max() >= 0.5:
             assert row[0].keypoint == ranked[0]  # the most visible keypoint first
         gt = item.masks[person]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,7 +18,13 @@ from bmp.masks import mask_iou
 from bmp.models import SEGMENTERS
 from bmp.models.base import build_component
 from bmp.models.pose2instance import Pose2InstanceSegmenter, pose_instance_partition
-from bmp.models.skeleton_field import skeleton_distance
+from bmp.models.skeleton_field import (
+    KEYPOINT_RADIUS,
+    PARTS,
+    body_reach_boxes,
+    person_scales,
+    skeleton_distance,
+)
 from bmp.structures import Instances
 from tests.conftest import COCO_ANN, COCO_DIR, MODELS_DIR, ROOT
 
@@ -189,3 +200,130 @@ def test_lite_loop_with_pose2instance_gives_exclusive_masks_and_blacks_them_out(
     assert first.any() and (masked[first] == 0).all()
     changed = (masked != original).any(-1)
     assert (masked[changed] == 0).all()
+
+
+def full_image_partition(
+    segmenter: Pose2InstanceSegmenter, people: Instances, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: every person's field over the whole image at ``stride``,
+    soft-max and argmax over (N + 1, H, W). Masks (N, H, W) and mean posteriors."""
+    valid = segmenter._valid(people)
+    scales = person_scales(people.boxes, people.keypoints, valid)
+    distances = skeleton_distance(torch.as_tensor(people.keypoints), torch.as_tensor(valid),
+                                  torch.as_tensor(scales), people.image_size, stride=stride)
+    prob = torch.as_tensor(segmenter.person_probability(people))
+    owner, posterior = pose_instance_partition(distances, prob, segmenter.temperature, segmenter.radius)
+    masks = (owner[None] == torch.arange(len(people))[:, None, None]).numpy()
+    post = np.array([posterior.numpy()[m].mean() if m.any() else 0.0 for m in masks])
+    return masks, post
+
+
+def enlarged(people: Instances, factor: int) -> Instances:
+    """The same people in an image ``factor`` times larger."""
+    h, w = people.image_size
+    masks = people.masks.repeat(factor, 1).repeat(factor, 2) if people.masks.any() else None
+    return Instances((h * factor, w * factor), boxes=people.boxes * factor,
+                     keypoints=people.keypoints * factor, keypoint_scores=people.keypoint_scores,
+                     visibility=people.visibility, presence=people.presence, masks=masks)
+
+
+@pytest.mark.parametrize("prior", ["uniform", "gt_masks"])
+def test_fast_partition_equals_the_full_image_one(coco, prior):
+    for image_id in sorted(coco.imgs):
+        people, _ = gt_people(coco, image_id, with_masks=prior == "gt_masks")
+        # At the same step as the full-image field (small people: the stride),
+        # box crops alone change nothing but ties.
+        cases = [(people, Pose2InstanceSegmenter(prior="auto"), 0.999)]
+        # Twice as large with at most 96 nodes a side: steps of up to 8 px.
+        cases.append((enlarged(people, 2), Pose2InstanceSegmenter(prior="auto", working_size=96), 0.98))
+        if prior == "gt_masks":  # the prior map, blurred per band, is OpenCV's blur of the union
+            union = people.masks.any(0).astype(np.float32)
+            expected = np.clip(cv2.GaussianBlur(union, (0, 0), 2.0), 0.05, 0.95)
+            prob = Pose2InstanceSegmenter()._blurred_prior(people.masks.any(0), (5, 200, 30, 333))
+            np.testing.assert_allclose(prob.numpy(), expected[5:200, 30:333], atol=1e-5)
+        for who, segmenter, min_iou in cases:
+            segmenter.set_image(np.zeros((1, 1, 3), np.uint8))
+            out = segmenter.segment(who)
+            ref, ref_post = full_image_partition(segmenter, who, stride=2)
+            ious = np.diag(mask_iou(out.masks, ref))
+            assert (ious >= min_iou).all(), (who.image_size, image_id, ious.round(4))
+            valid = segmenter._valid(who)
+            kpt_conf = np.where(valid, who.keypoint_scores, 0).sum(1) / np.maximum(valid.sum(1), 1)
+            # Scores: only people out of reach are left out of the normalisation.
+            np.testing.assert_allclose(out.mask_scores, ref_post * kpt_conf, rtol=0.05)
+
+
+def test_nothing_outside_a_persons_reach_box_could_be_won():
+    # Keypoints never extend a part beyond their own disc: the reach box rests on it.
+    for a, b, r in PARTS:
+        assert r <= max(KEYPOINT_RADIUS[int(a)], KEYPOINT_RADIUS[int(b)]) + 1e-6
+    rng = np.random.default_rng(3)
+    kpts = rng.uniform(30, 90, (3, 17, 2)).astype(np.float32)
+    valid = rng.random((3, 17)) > 0.4
+    scales = np.array([40.0, 80.0, 120.0], np.float32)
+    u = skeleton_distance(torch.as_tensor(kpts), torch.as_tensor(valid), torch.as_tensor(scales), (160, 150))
+    for i, (x0, y0, x1, y1) in enumerate(body_reach_boxes(kpts, valid, scales, 1.5)):
+        ys, xs = np.mgrid[:160, :150]
+        outside = (xs < x0) | (xs > x1) | (ys < y0) | (ys > y1)
+        assert outside.any() and (u[i].numpy()[outside] >= 1.5).all()
+
+
+MEMORY_PROBE = """
+import json, resource, sys
+import numpy as np
+from bmp.models.pose2instance import Pose2InstanceSegmenter
+from bmp.structures import Instances
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+def peak_rss():
+    # VmHWM, not ru_maxrss: that one keeps the forking parent's peak across exec.
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+data = json.loads(sys.argv[1])
+h, w = data["size"]
+kpts = np.array(data["keypoints"], np.float32)
+vis = np.array(data["visibility"], np.float32)
+people = Instances((h, w), boxes=np.array(data["boxes"], np.float32), keypoints=kpts,
+                   keypoint_scores=vis, visibility=vis.copy())
+segmenter = Pose2InstanceSegmenter(prior="uniform")
+segmenter.set_image(np.zeros((1, 1, 3), np.uint8))
+before = rss()
+out = segmenter.segment(people)
+print(json.dumps({"grown": peak_rss() - before, "pixels": [int(m.sum()) for m in out.masks]}))
+"""
+
+
+def test_memory_grows_with_people_not_with_people_times_a_float_image(coco):
+    # The shared image with five people, its poses scaled to 6000 x 4500 (27 MP):
+    # one float (N + 1) x H x W map alone would be 650 MB.
+    people, _ = gt_people(coco, 197388)
+    scale = 6000 / people.image_size[1]
+    h, w = round(people.image_size[0] * scale), 6000
+    payload = json.dumps({"size": [h, w], "boxes": (people.boxes * scale).tolist(),
+                          "keypoints": (people.keypoints * scale).tolist(),
+                          "visibility": people.visibility.tolist()})
+    result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, payload], capture_output=True,
+                            text=True, cwd=ROOT, check=True)
+    report = json.loads(result.stdout)
+    n = len(people)
+    assert min(report["pixels"]) > 0
+    # The bool output (N x H x W bytes) plus two float images' worth of headroom.
+    assert report["grown"] < n * h * w + 2 * 4 * h * w, report["grown"] / 2**20
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.5, 2.0])
+def test_sam_masks_are_upsampled_a_few_at_a_time_with_the_same_result(threshold):
+    import torch.nn.functional as F
+
+    from bmp.models.segmenters import upsample_masks
+
+    logits = torch.randn(5, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 3
+    full = F.interpolate(logits, (61, 47), mode="bilinear", align_corners=False) > threshold
+    out = upsample_masks(logits, (61, 47), threshold, max_pixels=2 * 61 * 47)  # two masks a call
+    assert out.dtype == torch.float16 and out.shape == full.shape
+    # What sam2's _predict does with it: compare with its (Python float) threshold.
+    assert torch.equal(out > threshold, full)

@@ -15,6 +15,8 @@ from tests.conftest import COCO_ANN, COCO_DIR
 
 PMPOSE = "configs/pose/pmpose-b.py"
 MASKPOSE = "configs/pose/maskpose-b.py"
+#: MaskPose-b-1.0.0, the pose model of BMP v1 (configs/bmp_maskpose_sam2.py).
+MASKPOSE_100 = "configs/pose/maskpose-b-1.0.0.py"
 
 
 def build_random(config: str, seed: int = 0) -> torch.nn.Module:
@@ -35,6 +37,18 @@ def pmpose_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("pmpose") / "PMPose-b-random.pth"
     torch.save({"state_dict": build_random(PMPOSE).state_dict(), "meta": {}}, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def maskpose_100_weights(tmp_path_factory):
+    """A random-init MaskPose-b-1.0.0 saved under the registry's file name, as
+    a user's --weights-dir holds the downloaded one."""
+    from bmp.weights import CHECKPOINTS
+
+    folder = tmp_path_factory.mktemp("maskpose_100")
+    torch.save({"state_dict": build_random(MASKPOSE_100, seed=4).state_dict(), "meta": {}},
+               folder / CHECKPOINTS["maskpose-b-1.0.0"].filename)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -107,20 +121,6 @@ def test_batched_path_matches_mmpose_per_sample_pipeline(pmpose_checkpoint, peop
         assert np.abs(getattr(a, field) - getattr(b, field)).max() < 0.02, field
 
 
-def test_mask_background_dims_only_outside_the_mask():
-    from bmp.models.mmpose_ext import MaskBackground
-
-    img = np.full((4, 5, 3), 200, np.uint8)
-    mask = np.zeros((4, 5), bool)
-    mask[1:3, 1:4] = True
-    out = MaskBackground(alpha=0.25).transform({"img": img.copy(), "mask": mask})["img"]
-    assert (out[mask] == 200).all() and (out[~mask] == 150).all()
-    untouched = MaskBackground(alpha=0.25).transform({"img": img.copy()})["img"]
-    assert (untouched == img).all()
-    with pytest.raises(ValueError):
-        MaskBackground(alpha=0.25, continue_on_failure=False).transform({"img": img.copy()})
-
-
 def test_sparsemax_is_a_sparse_distribution():
     from bmp.models.mmpose_ext.sparsemax import sparsemax
 
@@ -167,3 +167,120 @@ def test_batched_crops_match_cv2_udp_warp(people_with_masks):
         expected = cv2.warpAffine(image, warp, (192, 256), flags=cv2.INTER_LINEAR).astype(np.float32)
         diff = np.abs(crops.images[i].permute(1, 2, 0).numpy() - expected)
         assert diff.max() <= 1.0 and diff.mean() < 0.5  # uint8 rounding only
+
+
+def test_maskpose_100_is_vit_b_heatmaps_for_21_keypoints():
+    from bmp.weights import CHECKPOINTS
+
+    model = build_random(MASKPOSE_100)
+    state = model.state_dict()
+    assert tuple(state["head.final_layer.weight"].shape) == (21, 256, 1, 1)
+    assert tuple(state["backbone.pos_embed"].shape) == (1, 192, 768)
+    meta = model.dataset_meta
+    assert meta["num_keypoints"] == 21
+    # COCO's 17 with their flip pairs, then thorax, two necks and head top unswapped.
+    coco_flips = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
+    assert list(meta["flip_indices"]) == coco_flips + [17, 18, 19, 20]
+    assert np.allclose(meta["sigmas"][17:], [0.079, 0.079, 0.079, 0.035])
+    entry = CHECKPOINTS["maskpose-b-1.0.0"]
+    assert entry.filename == "MaskPose-b-1.0.0.pth" and entry.url.endswith("/MaskPose/MaskPose-b-1.0.0.pth")
+    assert CHECKPOINTS["maskpose-b"].filename == "MaskPose-b-1.1.0.pth"  # 1.1.0 stays available
+
+
+def test_maskpose_100_loads_strictly_through_the_registry(maskpose_100_weights, people_with_masks):
+    from bmp.models.pose import MMPoseTopDown
+
+    image, people = people_with_masks
+    pose = MMPoseTopDown(MASKPOSE_100, "maskpose-b-1.0.0", weights_dirs=[str(maskpose_100_weights)])
+    assert pose.batched and pose.mask_alpha == 0.2
+    assert pose.model.head.final_layer.out_channels == 21
+    saved = torch.load(maskpose_100_weights / "MaskPose-b-1.0.0.pth", weights_only=True)["state_dict"]
+    for key, value in pose.model.state_dict().items():
+        if not key.startswith("data_preprocessor."):
+            assert torch.equal(value, saved[key]), key
+    out = pose.estimate(image, people)
+    assert out.keypoints.shape == (len(people), 17, 2)
+    assert out.keypoint_scores.shape == (len(people), 17)
+    # The 23-keypoint 1.1.0 layout does not fit the 21-keypoint head.
+    other = maskpose_100_weights / "other.pth"
+    torch.save({"state_dict": build_random(MASKPOSE).state_dict()}, other)
+    with pytest.raises(RuntimeError, match="final_layer"):
+        MMPoseTopDown(MASKPOSE_100, str(other))
+
+
+def test_maskpose_batched_path_matches_per_sample_pipeline(maskpose_100_weights, people_with_masks):
+    """Both paths dim the full-resolution image by the same filled-contour
+    mask and warp afterwards: the network sees crops that differ only by cv2's
+    uint8 output rounding, and the keypoints agree wherever decoding is
+    well-posed.
+
+    Random weights give heatmaps without a clear peak, where mmpose's DARK
+    refinement (a Newton step on the log heatmap) is ill-conditioned: there it
+    jumps by pixels for a 0.1 % change of the heatmap, whichever path made it
+    (the same happens without mask conditioning). The keypoints are compared
+    where the reference's refinement stays within its pixel, as it does for
+    trained heatmaps, is numerically stable, and the argmax is the same."""
+    from mmpose.codecs import UDPHeatmap
+
+    from bmp.models.pose import MMPoseTopDown
+    from bmp.models.topdown import decode_udp_heatmaps
+
+    image, people = people_with_masks
+    path = str(maskpose_100_weights / "MaskPose-b-1.0.0.pth")
+    # Without flip test, so each path's heatmaps are one head output.
+    batched = MMPoseTopDown(MASKPOSE_100, path, batched=True, flip_test=False)
+    naive = MMPoseTopDown(MASKPOSE_100, path, batched=False, flip_test=False)
+    assert batched.batched and not naive.batched and batched.mask_alpha == naive.mask_alpha == 0.2
+    seen_batched, seen_naive = [], []
+    forward = batched.model.head.forward
+    batched.model.head.forward = lambda feats: seen_batched.append(forward(feats)) or seen_batched[-1]
+    naive.model.test_cfg["output_heatmaps"] = True
+    predict = naive.model.head.predict
+
+    def predict_and_keep(*args, **kwargs):
+        preds, fields = predict(*args, **kwargs)
+        seen_naive.extend(np.asarray(f.heatmaps) for f in fields)
+        return preds, fields
+
+    naive.model.head.predict = predict_and_keep
+    a, b = batched.estimate(image, people), naive.estimate(image, people)
+    k = 17
+    ha, hb = seen_batched[0][:, :k].numpy(), np.stack(seen_naive)[:, :k]
+    assert np.abs(ha - hb).max() <= 0.01 * (hb.max() - hb.min())
+    assert np.abs(a.keypoint_scores - b.keypoint_scores).max() <= 0.01 * (hb.max() - hb.min())
+
+    w = hb.shape[-1]
+    peak = hb.reshape(*hb.shape[:2], -1).argmax(-1)
+    codec = UDPHeatmap(input_size=(192, 256), heatmap_size=(48, 64), sigma=2)
+    refined = np.stack([codec.decode(h)[0][0] for h in hb]) / [192, 256] * [w - 1, hb.shape[-2] - 1]
+    within_pixel = np.abs(refined - np.stack([peak % w, peak // w], -1)).max(-1) < 0.5
+    # ... and is numerically stable: bmp's decoder gives it from the same heatmaps.
+    ours = decode_udp_heatmaps(torch.from_numpy(hb))[0].numpy()
+    stable = np.abs(ours - refined).max(-1) < 0.01
+    well_posed = within_pixel & stable & (ha.reshape(*ha.shape[:2], -1).argmax(-1) == peak)
+    assert well_posed.sum() >= 8, well_posed.sum()
+    assert np.abs(a.keypoints - b.keypoints).max(-1)[well_posed].max() <= 0.5
+
+
+def test_bmp_v1_config_runs_maskpose_100_and_keeps_17_keypoints(tiny_weights, maskpose_100_weights):
+    """configs/bmp_maskpose_sam2.py as shipped (MaskPose-b-1.0.0, alpha 0.2,
+    found by registry name in --weights-dir), with the small detector and
+    SAM swapped in to keep it fast."""
+    from bmp import BMP
+    from bmp.config import load_config
+    from tests.conftest import ROOT
+    from tests.tiny_models import RTMDET_TINY, SAM21_T
+
+    cfg = load_config(ROOT / "configs" / "bmp_maskpose_sam2.py")
+    assert cfg.pose.config == MASKPOSE_100 and cfg.pose.checkpoint == "maskpose-b-1.0.0"
+    assert cfg.pose.mask_alpha == 0.2
+    cfg.detector.update(config=RTMDET_TINY, checkpoint=str(tiny_weights / "rtmdet_tiny_confident.pth"),
+                        max_per_img=3)
+    cfg.segmenter.update(config=SAM21_T, checkpoint=str(tiny_weights / "sam21_hiera_t_random.pt"))
+    cfg.segmenter.prompts.score_thr = 0.0  # random pose weights are never confident
+    bmp = BMP.from_config(cfg, device="cpu", weights_dirs=[maskpose_100_weights])
+    assert bmp.pose.mask_alpha == 0.2
+    people = bmp.predict(COCO_DIR / "000000040083.jpg")
+    n = len(people)
+    assert n >= 1
+    assert people.keypoints.shape == (n, 17, 2) and people.keypoint_scores.shape == (n, 17)

@@ -47,3 +47,34 @@ def test_areas_and_xywh_use_xyxy_boxes():
     inst = Instances((50, 50), boxes=np.array([[10, 20, 40, 30]], np.float32))
     assert inst.areas[0] == pytest.approx(300)
     assert inst.boxes_xywh()[0].tolist() == [10, 20, 30, 10]
+
+
+def test_host_mask_selection_and_cat_copy_only_each_masks_region():
+    """Selecting and merging people equals plain indexing, and a fresh copy of
+    small masks on a large image maps about their regions' pages, not N x H x W."""
+    import resource
+
+    from bmp.structures import copy_masks
+
+    def rss_mb() -> float:  # resident now (a high-water mark could hide the copy)
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((5, 60, 80), bool)
+    for m in masks[:4]:
+        y, x = rng.integers(0, 40, 2)
+        m[y:y + 15, x:x + 30] = rng.random((15, 30)) < 0.7
+    people = Instances((60, 80), boxes=np.zeros((5, 4), np.float32), masks=masks)
+    np.testing.assert_array_equal(people[np.array([3, 0, 4])].masks, masks[[3, 0, 4]])
+    np.testing.assert_array_equal(people[people.boxes[:, 0] == 0].masks, masks)
+    np.testing.assert_array_equal(Instances.cat([people[:2], people[2:]]).masks, masks)
+
+    big = np.zeros((20, 6000, 8000), bool)  # 960 MB if every page were touched
+    for i in range(20):
+        big[i, 300 * i: 300 * i + 200, 100:300] = True
+    before = rss_mb()
+    copied = copy_masks([big], [np.arange(20)])
+    grown_mb = rss_mb() - before
+    assert copied[7, 2200, 200] and copied.sum() == big.sum()
+    assert grown_mb < 100, grown_mb

@@ -1,6 +1,8 @@
 import hashlib
+import io
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +14,9 @@ from bmp.weights import (
     load_checkpoint,
     load_weights,
     resolve_checkpoint,
+    resolve_checkpoints,
 )
+from tests.conftest import MODELS_DIR, ROOT
 
 
 def test_missing_official_checkpoint_names_file_and_url(tmp_path):
@@ -65,12 +69,17 @@ class Payload:
         return (print, ("arbitrary code ran",))
 
 
-def test_unregistered_pickles_are_refused(tmp_path):
+def test_unregistered_pickles_are_refused(tmp_path, capsys):
     path = tmp_path / "evil.pth"
-    with open(path, "wb") as f:
-        pickle.dump({"state_dict": {}, "x": Payload()}, f)
-    with pytest.raises(WeightsError, match="weights_only"):
+    torch.save({"state_dict": {}, "x": Payload()}, path)
+    with pytest.raises(WeightsError, match=r"refusing to unpickle .*\(it pickles print\)") as err:
         load_checkpoint(path)
+    assert "\n" not in str(err.value) and "--trust-checkpoint" in str(err.value)
+    with open(path, "wb") as f:  # a bare pickle is not a torch checkpoint at all
+        pickle.dump({"state_dict": {}, "x": Payload()}, f)
+    with pytest.raises(WeightsError, match="not a torch checkpoint"):
+        load_checkpoint(path)
+    assert "arbitrary code ran" not in capsys.readouterr().out
 
 
 def test_openmmlab_style_metadata_loads_safely(tmp_path):
@@ -89,7 +98,7 @@ def test_message_hub_metadata_loads_only_for_registered_checkpoints(tmp_path, mo
     path = tmp_path / "official.pth"
     torch.save({"state_dict": {"w": torch.ones(2)},
                 "message_hub": {"loss": HistoryBuffer([1.0, 2.0], [1, 1])}}, path)
-    with pytest.raises(WeightsError, match="not one of the registered"):
+    with pytest.raises(WeightsError, match="not a registered official checkpoint"):
         load_checkpoint(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     monkeypatch.setitem(CHECKPOINTS, "official", Checkpoint("official", "official.pth",
@@ -101,8 +110,82 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "cut.pth"
     torch.save({"state_dict": {"w": torch.ones(1000)}}, path)
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(WeightsError):
+    with pytest.raises(WeightsError, match="corrupt, truncated") as err:
         load_checkpoint(path)
+    assert "weights_only" not in str(err.value)
+
+
+# Item 9a: a damaged file under a registry name says so and gives its URL, not
+# torch's advice to re-run with weights_only=False.
+
+def _random_bytes(n: int = 4096) -> bytes:
+    return np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def _truncated_torch_file() -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"model": {"w": torch.ones(10_000)}}, buffer)
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+@pytest.mark.parametrize("content", ["random", "truncated"])
+def test_damaged_file_under_registry_name_names_file_and_url(tmp_path, content):
+    entry = CHECKPOINTS["sam2.1-hiera-t"]  # no digest in the registry: only loading can tell
+    path = tmp_path / entry.filename
+    path.write_bytes(_random_bytes() if content == "random" else _truncated_torch_file())
+    assert resolve_checkpoint("sam2.1-hiera-t", [tmp_path]) == path
+    with pytest.raises(WeightsError) as err:
+        load_checkpoint(path)
+    text = str(err.value)
+    assert str(path) in text and "corrupt" in text and entry.url in text
+    assert "weights_only" not in text and "\n" not in text
+    assert not isinstance(err.value, weights.UntrustedCheckpointError)
+
+
+@pytest.mark.parametrize("content", ["random", "truncated"])
+def test_damaged_yolo_under_registry_name(tmp_path, content):
+    entry = CHECKPOINTS["yolo11n"]
+    real = (MODELS_DIR / "yolo11n.pt").read_bytes()
+    (tmp_path / entry.filename).write_bytes(_random_bytes() if content == "random" else real[:100_000])
+    with pytest.raises(WeightsError) as err:
+        resolve_checkpoint("yolo11n", [tmp_path])
+    text = str(err.value)
+    assert str(tmp_path / entry.filename) in text and "corrupt" in text and entry.url in text
+    from bmp.models.detectors import UltralyticsDetector
+
+    with pytest.raises(WeightsError, match="corrupt"):
+        UltralyticsDetector(checkpoint="yolo11n", weights_dirs=[str(tmp_path)])
+
+
+def test_damaged_unregistered_file_is_not_called_untrusted(tmp_path):
+    path = tmp_path / "mine.pth"
+    path.write_bytes(_random_bytes())
+    with pytest.raises(WeightsError, match="corrupt, truncated or not a torch checkpoint") as err:
+        load_checkpoint(path, trusted=True)
+    assert "weights_only" not in str(err.value)
+
+
+# Item 9b: offline, every missing checkpoint of a config in one message.
+
+def test_full_config_offline_lists_every_missing_checkpoint(tmp_path, monkeypatch):
+    from bmp import BMP
+
+    monkeypatch.setenv("BMP_OFFLINE", "1")
+    with pytest.raises(WeightsError) as err:
+        BMP.from_config(ROOT / "configs" / "bmp_rtmdet_vitpose_sam2.py", device="cpu",
+                        weights_dirs=[tmp_path])
+    text = str(err.value)
+    assert text.startswith("3 checkpoints are not available")
+    for name in ("rtmdet-ins-l-mask", "vitpose-b", "sam2.1-hiera-b+"):
+        assert CHECKPOINTS[name].filename in text and CHECKPOINTS[name].url in text
+    assert str(tmp_path) in text
+
+
+def test_resolve_checkpoints_keeps_a_single_failure_as_is(tmp_path):
+    with pytest.raises(weights.MissingCheckpointError, match="not found; looked in"):
+        resolve_checkpoints({"a": "sam2.1-hiera-t", "b": None}, [tmp_path], download=False)
+    (tmp_path / "ok.pt").write_bytes(b"x")
+    assert resolve_checkpoints({"a": tmp_path / "ok.pt"}) == {"a": tmp_path / "ok.pt"}
 
 
 def test_load_weights_reports_key_mismatch(tmp_path):

@@ -6,13 +6,67 @@
 # already-installed torch/numpy (--no-build-isolation), and an isolated build
 # would pull a different torch.
 #
-#   bash tools/install.sh            # create/update .venv
+#   bash tools/install.sh                     # create/update .venv from the registry
 #   BMP_VENV=/path/env bash tools/install.sh
+#   bash tools/install.sh --keep-torch        # keep the torch/torchvision the machine has
+#   bash tools/install.sh --wheelhouse DIR [--python 3.12] [--platform TAG]... [--keep-torch]
+#                                             # download everything into DIR (needs the network)
+#   bash tools/install.sh --from DIR [--keep-torch]
+#                                             # install from DIR only, no network
+#
+# mmcv's ops are always compiled for the CPU only, also on GPU machines: no nvcc,
+# no CUDA arch list, the same wheel everywhere. The loop needs no mmcv kernel on
+# its inference path (bmp.models.detectors.torchvision_nms routes mmdet's NMS to
+# torchvision), so nothing is lost on a GPU.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${BMP_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
+
+usage() {
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+  cat <<'TXT'
+Options:
+  --wheelhouse DIR   download the stack's wheels, plus the sdists that are built on
+                     the target (mmcv, xtcocotools, chumpy, sam2, iopath, antlr4), into DIR
+  --python X.Y       with --wheelhouse: the target's Python (default: this machine's)
+  --platform TAG     with --wheelhouse: a target wheel platform, repeatable
+                     (default with --python: manylinux_2_17..2_28 and manylinux2014, x86_64)
+  --from DIR         install from DIR only (pip --no-index --find-links DIR)
+  --keep-torch       keep the torch/torchvision the environment already has (a new venv
+                     then sees the system's site-packages); with --wheelhouse: leave them out
+Environment:
+  BMP_VENV           the virtual environment (default: ./.venv)
+  PYTHON             the interpreter that creates it and downloads (default: python3)
+  MAX_JOBS           parallel compile jobs for mmcv (default: every core)
+  BMP_INSTALL_ONLY   space-separated requirements: download / install only these
+                     (with their dependencies) instead of the stack; for tests
+TXT
+}
+
+MODE=install
+DIR=""
+TARGET_PY=""
+PLATFORMS=()
+KEEP_TORCH=0
+while (($#)); do
+  case "$1" in
+    --wheelhouse) MODE=wheelhouse; DIR="${2:?--wheelhouse needs a folder}"; shift 2 ;;
+    --from) MODE=from; DIR="${2:?--from needs a folder}"; shift 2 ;;
+    --python) TARGET_PY="${2:?--python needs a version such as 3.12}"; shift 2 ;;
+    --platform) PLATFORMS+=("${2:?--platform needs a wheel platform tag}"); shift 2 ;;
+    --keep-torch) KEEP_TORCH=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) printf 'tools/install.sh: unknown option %s (see --help)\n' "$1" >&2; exit 2 ;;
+  esac
+done
+if [[ $MODE != wheelhouse && ( -n $TARGET_PY || ${#PLATFORMS[@]} -gt 0 ) ]]; then
+  echo "tools/install.sh: --python and --platform go with --wheelhouse" >&2
+  exit 2
+fi
+
+log() { printf '\n[bmp install] %s\n' "$*"; }
 
 # The machine's find-links folder holds a CPU-only torch that pip would prefer
 # over the registry build; no torchvision matches it.
@@ -20,25 +74,177 @@ export PIP_FIND_LINKS=
 export PIP_CONSTRAINT="$ROOT/constraints.txt"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-log() { printf '\n[bmp install] %s\n' "$*"; }
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+# The exact pins, less torch/torchvision: a kept torch (e.g. 2.11+cu130 on a
+# managed GPU image) would otherwise be "upgraded" to the pinned 2.13.0.
+if ((KEEP_TORCH)); then
+  grep -Ev '^(torch|torchvision)[^A-Za-z0-9_.-]' "$ROOT/constraints.txt" >"$TMP/constraints.txt"
+  export PIP_CONSTRAINT="$TMP/constraints.txt"
+fi
+
+# The stack, for the wheelhouse (the install steps below name the same pins).
+TORCH_REQS=("torch===2.13.0" "torchvision==0.28.0")
+# Built on the target: C extensions against its torch/numpy (mmcv, xtcocotools),
+# or published as sdists only.
+SDISTS=("mmcv==2.1.0" "xtcocotools==1.14.3" "chumpy==0.70" "sam2==1.1.0" "iopath==0.1.10"
+        "antlr4-python3-runtime==4.9.3")
+# The sdists' own dependencies (an sdist's metadata does not list them), less
+# torch and hydra-core (below).
+SDIST_DEPS=(addict "mmengine==0.10.7" numpy packaging pillow pyyaml yapf "setuptools<81" cython
+            matplotlib "scipy>=0.13" "six>=1.11" "tqdm>=4.66.1" typing_extensions portalocker)
+# Wheels fetched without their dependencies, because those include torch or an
+# sdist above; their other dependencies are read from the wheels' metadata.
+NODEPS=("mmpose==1.3.2" ultralytics ultralytics-thop "hydra-core>=1.3.2,<1.4" "omegaconf>=2.2,<2.4")
+# Everything else, resolved with dependencies as binary wheels only.
+BINARY=("setuptools<81" wheel ninja numpy opencv-python-headless pycocotools "mmengine==0.10.7" cython
+        tqdm "av>=14" "mmdet==3.3.0" "mmpretrain==1.2.0" "pytest>=7" "ruff>=0.5")
+
+wheel_dependencies() {
+  # Requires-Dist of the given wheels for the target (markers evaluated for its
+  # Python on Linux), minus the names in $SKIP.
+  "$PYTHON" - "$@" <<'PY'
+import os, sys, zipfile
+from pip._vendor.packaging.requirements import Requirement
+from pip._vendor.packaging.utils import canonicalize_name
+
+skip = {canonicalize_name(n) for n in os.environ["SKIP"].split()}
+env = {"python_version": os.environ["TARGET_PY"], "python_full_version": os.environ["TARGET_PY"] + ".0",
+       "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+       "platform_machine": os.environ["TARGET_MACHINE"], "implementation_name": "cpython",
+       "platform_python_implementation": "CPython", "extra": ""}
+for path in sys.argv[1:]:
+    with zipfile.ZipFile(path) as wheel:
+        name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = wheel.read(name).decode().splitlines()
+    for line in lines:
+        if not line.startswith("Requires-Dist:"):
+            continue
+        req = Requirement(line.split(":", 1)[1].strip())
+        if canonicalize_name(req.name) in skip or (req.marker and not req.marker.evaluate(env)):
+            continue
+        print(f"{req.name}{req.specifier}")
+PY
+}
+
+build_wheelhouse() {
+  mkdir -p "$DIR"
+  DIR="$(cd "$DIR" && pwd)"
+  local target=()
+  if [[ -n $TARGET_PY || ${#PLATFORMS[@]} -gt 0 ]]; then
+    if ((${#PLATFORMS[@]} == 0)); then
+      for minor in $(seq 17 28); do PLATFORMS+=("manylinux_2_${minor}_x86_64"); done
+      PLATFORMS+=(manylinux2014_x86_64)
+    fi
+    [[ -n $TARGET_PY ]] && target+=(--python-version "$TARGET_PY" --implementation cp)
+    for tag in "${PLATFORMS[@]}"; do target+=(--platform "$tag"); done
+  fi
+  export TARGET_PY="${TARGET_PY:-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}"
+  export TARGET_MACHINE=x86_64
+  [[ " ${PLATFORMS[*]} " == *aarch64* ]] && TARGET_MACHINE=aarch64
+  local download=("$PYTHON" -m pip download --progress-bar off --dest "$DIR")
+  log "wheelhouse $DIR for Python $TARGET_PY${PLATFORMS:+ on ${PLATFORMS[*]}}"
+  if [[ -n ${BMP_INSTALL_ONLY:-} ]]; then
+    read -ra only <<<"$BMP_INSTALL_ONLY"
+    "${download[@]}" --only-binary :all: "${target[@]}" "${only[@]}"
+    return
+  fi
+
+  log "1/3 sdists built on the target"
+  # pip reads each sdist's metadata even with --no-deps: xtcocotools' setup.py
+  # imports numpy and mmcv's pkg_resources, so a helper env provides them.
+  "$PYTHON" -m venv "$TMP/helper"
+  "$TMP/helper/bin/python" -m pip install -q --progress-bar off "setuptools<81" wheel numpy cython
+  SAM2_BUILD_CUDA=0 "$TMP/helper/bin/python" -m pip download --progress-bar off --dest "$DIR" \
+    --no-deps --no-binary :all: --no-build-isolation "${SDISTS[@]}"
+
+  log "2/3 wheels whose dependencies include torch or an sdist"
+  mkdir -p "$TMP/nodeps"
+  "$PYTHON" -m pip download --progress-bar off --dest "$TMP/nodeps" --no-deps --only-binary :all: \
+    "${target[@]}" "${NODEPS[@]}"
+  cp "$TMP/nodeps"/*.whl "$DIR"/
+  local names=(torch torchvision mmpose ultralytics ultralytics-thop hydra-core omegaconf)
+  for req in "${SDISTS[@]}"; do names+=("${req%%[=<>]*}"); done
+  local deps
+  deps="$(SKIP="${names[*]}" wheel_dependencies "$TMP/nodeps"/*.whl)"
+  mapfile -t deps <<<"$deps"
+
+  log "3/3 binary wheels with their dependencies"
+  local reqs=("${BINARY[@]}" "${SDIST_DEPS[@]}" "${deps[@]}")
+  ((KEEP_TORCH)) || reqs+=("${TORCH_REQS[@]}")
+  "${download[@]}" --only-binary :all: "${target[@]}" "${reqs[@]}"
+  log "done: $(find "$DIR" -maxdepth 1 -type f | wc -l) files in $DIR; install there with: bash tools/install.sh --from DIR${TARGET_PY:+ (Python $TARGET_PY)}"
+}
+
+if [[ $MODE == wheelhouse ]]; then
+  build_wheelhouse
+  exit 0
+fi
+
+if [[ $MODE == from ]]; then
+  [[ -d $DIR ]] || { echo "tools/install.sh: --from $DIR: no such folder" >&2; exit 2; }
+  # Offline: every requirement, and every build's, comes from the folder.
+  PIP_FIND_LINKS="$(cd "$DIR" && pwd)"
+  export PIP_FIND_LINKS PIP_NO_INDEX=1
+fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   log "creating virtual environment $VENV"
-  "$PYTHON" -m venv "$VENV"
+  if ((KEEP_TORCH)); then
+    # A managed image's torch lives in the system site-packages.
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+  else
+    "$PYTHON" -m venv "$VENV"
+  fi
 fi
 PIP=("$VENV/bin/python" -m pip install --progress-bar off)
 
 have() { "$VENV/bin/python" -m pip show -q "$1" >/dev/null 2>&1; }
 
-log "1/6 build tools and torch"
-"${PIP[@]}" "setuptools<81" wheel ninja "torch===2.13.0" "torchvision==0.28.0"
+if ((KEEP_TORCH)); then
+  versions="$("$VENV/bin/python" -c 'import torch, torchvision; print(torch.__version__, torchvision.__version__)' 2>/dev/null)" || {
+    echo "tools/install.sh: --keep-torch: $VENV/bin/python cannot import torch and torchvision" \
+      "(a venv that --keep-torch creates sees the system's site-packages; this one may predate it)" >&2
+    exit 1
+  }
+  read -r torch_version vision_version <<<"$versions"
+  # pyproject's range: mmcv 2.1.0 compiles with -std=c++17, which torch >= 2.15 refuses.
+  if ! "$VENV/bin/python" -c 'import sys, torch; v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(not (2, 1) <= v < (2, 15))'; then
+    echo "tools/install.sh: --keep-torch: torch $torch_version is outside the supported >=2.1,<2.15" >&2
+    exit 1
+  fi
+  # Pinned to what is there, so no later step replaces them.
+  printf 'torch==%s\ntorchvision==%s\n' "$torch_version" "$vision_version" >>"$PIP_CONSTRAINT"
+  log "keeping torch $torch_version, torchvision $vision_version"
+fi
+
+if [[ -n ${BMP_INSTALL_ONLY:-} ]]; then
+  read -ra only <<<"$BMP_INSTALL_ONLY"
+  if ((${#only[@]})); then "${PIP[@]}" "${only[@]}"; fi  # blank: only the checks above
+  log "done: ${only[*]} in $VENV"
+  exit 0
+fi
+
+if ((KEEP_TORCH)); then
+  log "1/6 build tools (torch kept)"
+  "${PIP[@]}" "setuptools<81" wheel ninja
+else
+  log "1/6 build tools and torch"
+  "${PIP[@]}" "setuptools<81" wheel ninja "${TORCH_REQS[@]}"
+fi
 
 log "2/6 numeric and COCO basics"
 "${PIP[@]}" numpy opencv-python-headless pycocotools "mmengine==0.10.7" cython tqdm "av>=14"
 
-log "3/6 mmcv 2.1.0 with ops (source build, ~10 min the first time; pip caches the wheel)"
+log "3/6 mmcv 2.1.0 with CPU ops (source build, ~10 min the first time; pip caches the wheel)"
 if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops" >/dev/null 2>&1; then
-  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" --no-build-isolation "mmcv==2.1.0"
+  # mmcv's setup.py compiles CUDA kernels when torch.cuda.is_available() or
+  # FORCE_CUDA=1 (also MLU/MPS/NPU/DIOPI by their own switches); nvcc on the
+  # PATH alone does not. Hiding the GPU and forcing the rest off gives the same
+  # CPU build on every machine.
+  CUDA_VISIBLE_DEVICES="" FORCE_CUDA=0 FORCE_MLU=0 FORCE_MPS=0 FORCE_NPU=0 MMCV_WITH_DIOPI=0 \
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" --no-build-isolation "mmcv==2.1.0"
 fi
 
 log "4/6 xtcocotools against numpy 2, chumpy"

@@ -23,6 +23,8 @@ logger = logging.getLogger("bmp.eval")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..weights import add_trust_argument
+
     parser.add_argument("--config", required=True, help="loop config, e.g. configs/bmp_lite.py")
     parser.add_argument("--ann", required=True, help="COCO-format annotation file (COCO, OCHuman, CIHP)")
     parser.add_argument("--images", required=True, help="folder with the annotated images")
@@ -39,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights-dir", action="append", default=[], metavar="DIR",
         help="folder with checkpoint files, searched before the cache (repeatable)",
     )
+    add_trust_argument(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="start over instead of resuming from OUT/predictions.rank*.jsonl")
 
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace, dist: Any, device: str | None) -> int:
+    from ..coco import output_folder
     from ..config import ConfigError
     from .dataset import DatasetError, EvalDataset
     from .inference import done_files, read_logs, run_shard
@@ -70,6 +74,7 @@ def _evaluate(args: argparse.Namespace, dist: Any, device: str | None) -> int:
     num_iters = None if args.gt_kpts else _num_iters(args.config, args.iters)
     out = Path(args.out)
     signature = _signature(args, num_iters)
+    output_folder(out)  # every rank (and node) must be able to write its log there
     _check_previous_run(out, signature, args.overwrite)  # every rank: all fail alike
     dist.barrier()
     if dist.is_main:
@@ -115,7 +120,7 @@ def _report(
     args: argparse.Namespace, dataset: Any, selected: list, records: dict[str, dict[str, Any]],
     num_iters: int | None,
 ) -> int:
-    from ..coco import write_json_atomic
+    from ..coco import write_json_atomic, write_text_atomic
     from .evaluate import collect_results, evaluate_records
     from .records import GT_KPTS_ROW, GT_KPTS_STAGES, LOOP_STAGES
     from .report import markdown_table, plot_ap
@@ -146,7 +151,7 @@ def _report(
         name = "results_gt_kpts.json" if row == GT_KPTS_ROW else f"results_iter{row}.json"
         write_json_atomic(out / name, collect_results(ok, ids, row, "segmenter", dataset.person_id))
     table = markdown_table(metrics)
-    (out / "metrics.md").write_text(table)
+    write_text_atomic(out / "metrics.md", table)
     print(table)
     if plot_ap(metrics, out / "ap_vs_iteration.png"):
         print(f"plot: {out / 'ap_vs_iteration.png'}")
@@ -179,16 +184,19 @@ def _signature(args: argparse.Namespace, num_iters: int | None) -> dict[str, Any
 def _check_previous_run(out: Path, signature: dict[str, Any], overwrite: bool) -> None:
     import json
 
-    from ..config import ConfigError
+    from ..config import ConfigError, describe_changes
 
     path = out / "run.json"
     if overwrite or not path.is_file():
         return
-    previous = json.loads(path.read_text())
+    try:
+        previous = json.loads(path.read_text())
+    except ValueError:
+        raise ConfigError(f"{path} is corrupt; use --overwrite or another --out") from None
     if previous != signature:
-        changed = sorted(k for k in signature if previous.get(k) != signature[k])
+        changed = describe_changes(previous, signature)
         raise ConfigError(
-            f"{out} holds predictions of a different run (changed: {', '.join(changed)}); "
+            f"{out} holds predictions of a different run (changed: {changed}); "
             "use --overwrite or another --out"
         )
 

@@ -65,9 +65,13 @@ def evaluate_records(
     metrics: dict[str, Any] = {}
     for subset in dataset.subsets():
         ids = sorted(subset.img_ids & done)
+        # The persons of the evaluated images only: COCOeval scores nothing else.
+        evaluated = set(ids)
+        instances = sum(1 for a in subset.gt.dataset["annotations"]
+                        if a["image_id"] in evaluated and not a["iscrowd"])
         subsets[subset.name] = {"description": subset.description, "images": len(ids),
-                                "instances": subset.num_instances}
-        if not ids or subset.num_instances == 0:
+                                "instances": instances}
+        if not ids or instances == 0:
             subsets[subset.name]["skipped"] = "no ground-truth persons among the evaluated images"
             continue
         table: dict[str, Any] = {}

@@ -14,6 +14,8 @@ logger = logging.getLogger("bmp")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..weights import add_trust_argument
+
     parser.add_argument("config", help="training config, e.g. configs/train_sam_pose2seg.py")
     parser.add_argument("--work-dir", default=None, help="checkpoints and logs (default: config work_dir)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: config, then auto)")
@@ -25,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights-dir", action="append", default=[], metavar="DIR",
         help="folder with checkpoint files, searched before the cache (repeatable)",
     )
+    add_trust_argument(parser)
     parser.add_argument(
         "--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE",
         help="override config values, e.g. schedule.epochs=2 data.batch_size=8",

@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from ..evaluation.cocoeval import coco_metrics
 from ..masks import encode_rle
-from ..prompts import PromptConfig, select_prompts
+from ..models.sam_decode import decode_by_point_count
+from ..models.sam_features import EncoderFeatures, set_features
+from ..prompts import PromptConfig, confidence_channel, select_prompts
 from .config import ValConfig
 from .data import ImageEntry, PersonMaskDataset, PoseSet, load_model_input
-from ..models.sam_features import EncoderFeatures, set_features
 from .features import FrozenEncoder
 
 
@@ -64,17 +65,16 @@ def predict_masks(
     n = len(poses)
     masks = np.zeros((n, h, w), dtype=bool)
     ious = np.zeros(n, dtype=np.float32)
-    points, labels = select_prompts(poses.keypoints, poses.keypoint_scores, poses.visibility, prompts)
+    points, labels = select_prompts(
+        poses.keypoints, poses.keypoint_scores, confidence_channel(poses, prompts), prompts
+    )
     prompted = (labels > 0).any(1)
     rows = np.flatnonzero(prompted)
     if len(rows):
         set_features(predictor, features, orig_hw)
-        _, coords, point_labels, _ = predictor._prep_prompts(
-            points[rows], labels[rows], None, None, normalize_coords=True
-        )
-        raw, iou, _ = predictor._predict(coords, point_labels, None, None, multimask_output=False)
-        masks[rows] = raw[:, 0].bool().cpu().numpy()
-        ious[rows] = iou[:, 0].float().cpu().numpy()
+        raw, iou = decode_by_point_count(predictor, points[rows], labels[rows])
+        masks[rows] = raw.cpu().numpy()
+        ious[rows] = iou
     return masks, ious, prompted
 
 

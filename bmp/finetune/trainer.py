@@ -23,12 +23,12 @@ import torch
 from tqdm import tqdm
 
 from ..config import ConfigError
+from ..models.sam_features import decoder_features
 from ..weights import WeightsError, load_weights, resolve_checkpoint, sha256sum
 from .checkpoint import load_training_state, save_atomic, save_epoch
 from .config import TrainConfig
 from .data import PersonMaskDataset, TrainItem, TrainSamples, collate_items
 from .evaluate import validate
-from ..models.sam_features import decoder_features
 from .features import FeatureCache, FrozenEncoder
 from .interactive import interactive_forward
 from .losses import MultiStepLoss

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from mmengine.registry import Registry
 
-from ..config import ConfigError
+from ..config import ConfigError, describe_type, matches_type
 from ..images import PixelArray
 from ..structures import Instances
 
@@ -73,8 +75,31 @@ def build_component(registry: Registry, cfg: dict[str, Any], section: str, **def
     """Build ``cfg`` from ``registry`` with clear errors for an unknown type or key.
 
     ``defaults`` (device, weights dirs) are passed only to constructors that
-    accept them.
+    accept them. ``trust_checkpoint`` is a key of every block whose type loads
+    a checkpoint (see :func:`bmp.weights.check_trusted`).
     """
+    cls, cfg, params, accepts_any = _checked(registry, cfg, section)
+    for key, value in defaults.items():
+        if (key in params or accepts_any) and key not in cfg:
+            cfg[key] = value
+    return cls(**cfg)
+
+
+def checkpoint_spec(registry: Registry, cfg: dict[str, Any], section: str) -> str | None:
+    """The checkpoint a block will load: its ``checkpoint`` key, else the
+    type's default one; None when the type loads none. Validates the block
+    like :func:`build_component`, so config errors come first."""
+    cls, cfg, params, _ = _checked(registry, cfg, section)
+    if "checkpoint" in cfg:
+        return cfg["checkpoint"]
+    default = params["checkpoint"].default if "checkpoint" in params else None
+    return None if default is inspect.Parameter.empty else default
+
+
+def _checked(
+    registry: Registry, cfg: dict[str, Any], section: str
+) -> tuple[type, dict[str, Any], Mapping[str, inspect.Parameter], bool]:
+    """(class, keyword arguments, constructor parameters, takes **kwargs) of a block."""
     cfg = dict(cfg)
     type_name = cfg.pop("type", None)
     if type_name is None:
@@ -89,13 +114,51 @@ def build_component(registry: Registry, cfg: dict[str, Any], section: str, **def
     allowed = [n for n in params if n != "self"]
     unknown = [k for k in cfg if k not in params] if not accepts_any else []
     if unknown:
+        hint = (" (trust_checkpoint applies only to types that load a checkpoint)"
+                if "trust_checkpoint" in unknown else "")
         raise ConfigError(
-            f"{section} ({type_name}): unknown key(s) {unknown}; accepted: {allowed}"
+            f"{section} ({type_name}): unknown key(s) {unknown}; accepted: {allowed}{hint}"
         )
-    for key, value in defaults.items():
-        if (key in params or accepts_any) and key not in cfg:
-            cfg[key] = value
-    return cls(**cfg)
+    # An opt-in to run code from a file must be a deliberate True, not any truthy value.
+    if "trust_checkpoint" in cfg and not isinstance(cfg["trust_checkpoint"], bool):
+        raise ConfigError(
+            f"{section} ({type_name}): trust_checkpoint must be True or False, "
+            f"got {cfg['trust_checkpoint']!r}"
+        )
+    check_argument_types(cls, cfg, f"{section} ({type_name})")
+    return cls, cfg, params, accepts_any
+
+
+def check_argument_types(cls: Any, cfg: dict[str, Any], where: str) -> None:
+    """Refuse config values that do not fit the constructor's type hints, naming
+    the key and the type, before any model is loaded (``imgsz="big"`` would
+    otherwise fail deep inside the model, after the weights have loaded)."""
+    hints = _init_hints(cls)
+    for key, value in cfg.items():
+        if key in hints and not matches_type(value, hints[key]):
+            raise ConfigError(
+                f"{where}: {key} must be {describe_type(hints[key])}, "
+                f"got {value!r} ({type(value).__name__})"
+            )
+
+
+def _init_hints(cls: Any) -> dict[str, Any]:
+    """The constructor's resolved type hints; a hint naming something the module
+    imports only for type checkers is left out instead of failing the build."""
+    init = getattr(cls, "__init__", None)
+    if init is None or init is object.__init__:
+        return {}
+    try:
+        return typing.get_type_hints(init)
+    except Exception:
+        hints = {}
+        namespace = getattr(init, "__globals__", {})
+        for name, annotation in getattr(init, "__annotations__", {}).items():
+            try:  # what get_type_hints does, one annotation at a time
+                hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
+            except Exception:
+                continue
+        return hints
 
 
 def resolve_model_config(path: str) -> str:

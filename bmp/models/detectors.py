@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,8 @@ class MMDetDetector:
             upload of the raw image) when the config's test pipeline is the
             plain Resize(keep_ratio) + Pad of RTMDet/YOLO-style configs; else,
             or with False, mmdet's own CPU pipeline.
+        trust_checkpoint: allow fully unpickling an unregistered checkpoint
+            file that holds more than tensors (see :func:`bmp.weights.check_trusted`).
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class MMDetDetector:
         person_class: int = 0,
         device_preprocess: bool = True,
         strict: bool = True,
+        trust_checkpoint: bool = False,
     ) -> None:
         from mmdet.apis import init_detector
         from mmengine.config import Config
@@ -62,9 +66,11 @@ class MMDetDetector:
         target["nms"] = dict(type="nms", iou_threshold=nms_iou)
         # Resolved before building, so a missing file fails fast.
         path = resolve_checkpoint(checkpoint, weights_dirs) if checkpoint is not None else None
+        # Built without a checkpoint: mmengine's loader would unpickle the file
+        # itself; bmp.weights applies the safety rule instead.
         with DefaultScope.overwrite_default_scope("mmdet"):
             self.model = init_detector(cfg, checkpoint=None, device=device)
-        load_or_warn(self.model, path, strict=strict)
+        load_or_warn(self.model, path, strict=strict, trusted=trust_checkpoint)
         self.model.eval()
         self.person_class = person_class
         self.device = device
@@ -93,7 +99,7 @@ class MMDetDetector:
         from mmdet.apis import inference_detector
         from mmengine.registry import DefaultScope
 
-        with DefaultScope.overwrite_default_scope("mmdet"):
+        with DefaultScope.overwrite_default_scope("mmdet"), torchvision_nms():
             if self._letterbox is not None:
                 result = self._predict_on_device(image)
             else:
@@ -136,6 +142,128 @@ class MMDetDetector:
         return self.model.predict(x, [sample], rescale=True)[0]
 
 
+_TORCHVISION_NMS_CFG = {"iou_threshold", "iou_thr", "offset", "score_threshold", "max_num", "split_thr"}
+
+
+@contextlib.contextmanager
+def torchvision_nms() -> Iterator[None]:
+    """mmdet's post-processing on torchvision's NMS instead of mmcv's compiled one.
+
+    mmcv is built with CPU ops only (tools/install.sh), so ``mmcv.ops.nms`` has no
+    CUDA kernel; torchvision's ships with torch for every device. mmdet's heads
+    bind ``batched_nms`` / ``nms`` by name at import (``from mmcv.ops import
+    batched_nms``), so those names are swapped, for the duration of the call only,
+    in every loaded mmdet module that holds mmcv's function: nothing is forked,
+    and other mmcv users are untouched. Not thread-safe (module globals).
+    """
+    import sys
+
+    # Recognised by where they were defined, not by identity with mmcv.ops's
+    # current attributes, which a test (or another tool) may have replaced.
+    swaps = {("mmcv.ops.nms", "batched_nms"): _batched_nms, ("mmcv.ops.nms", "nms"): _nms}
+    patched = []
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("mmdet.") or module is None:
+            continue
+        for attr in ("batched_nms", "nms"):
+            value = getattr(module, attr, None)
+            key = (getattr(value, "__module__", None), getattr(value, "__qualname__", None))
+            if key in swaps:
+                patched.append((module, attr, value))
+                setattr(module, attr, swaps[key])
+    try:
+        yield
+    finally:
+        for module, attr, value in patched:
+            setattr(module, attr, value)
+
+
+def _batched_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    idxs: torch.Tensor,
+    nms_cfg: dict | None,
+    class_agnostic: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mmcv.ops.batched_nms`` (same arguments, same ``(dets (K, 5), keep)``),
+    with the per-class offset trick copied from mmcv so that the boxes NMS sees
+    are bit-identical, and the NMS itself from torchvision."""
+    from mmcv import ops
+
+    cfg = dict(nms_cfg) if nms_cfg is not None else None
+    if cfg is not None:
+        class_agnostic = cfg.pop("class_agnostic", class_agnostic)
+    # Soft-NMS, rotated boxes or unknown options: only mmcv has them.
+    if cfg is not None and (
+        cfg.get("type", "nms") != "nms" or boxes.size(-1) != 4 or cfg.get("offset", 0) != 0
+        or set(cfg) - {"type"} - _TORCHVISION_NMS_CFG
+    ):
+        return ops.batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic)
+    if cfg is None:  # mmcv: no NMS, only sorted
+        scores, inds = scores.sort(descending=True)
+        return torch.cat([boxes[inds], scores[:, None]], -1), inds
+    cfg.pop("type", None)
+    if class_agnostic:
+        boxes_for_nms = boxes
+    else:
+        offsets = idxs.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
+        boxes_for_nms = boxes + offsets[:, None]
+    split_thr = cfg.pop("split_thr", 10000)
+    if boxes_for_nms.shape[0] < split_thr:
+        keep = _nms_keep(boxes_for_nms, scores, **cfg)
+        boxes, scores = boxes[keep], scores[keep]
+    else:  # mmcv's split path: class by class, then sorted by score
+        max_num = cfg.pop("max_num", -1)
+        total = scores.new_zeros(scores.size(), dtype=torch.bool)
+        for value in torch.unique(idxs):
+            mask = (idxs == value).nonzero(as_tuple=False).view(-1)
+            total[mask[_nms_keep(boxes_for_nms[mask], scores[mask], **cfg)]] = True
+        keep = total.nonzero(as_tuple=False).view(-1)
+        scores, inds = scores[keep].sort(descending=True)
+        keep = keep[inds]
+        boxes = boxes[keep]
+        if max_num > 0:
+            keep, boxes, scores = keep[:max_num], boxes[:max_num], scores[:max_num]
+    return torch.cat([boxes, scores[:, None]], -1), keep
+
+
+def _nms(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, offset: int = 0,
+    score_threshold: float = 0, max_num: int = -1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mmcv.ops.nms`` for tensors: ``(dets (K, 5), keep)``."""
+    keep = _nms_keep(boxes, scores, iou_threshold, offset, score_threshold, max_num)
+    return torch.cat((boxes[keep], scores[keep].reshape(-1, 1)), dim=1), keep
+
+
+def _nms_keep(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float | None = None, offset: int = 0,
+    score_threshold: float = 0, max_num: int = -1, iou_thr: float | None = None,
+) -> torch.Tensor:
+    """Kept indices, as mmcv's ``NMSop`` (score filter, NMS, then ``max_num``)."""
+    import torchvision
+
+    if offset != 0:  # the legacy "+1" box size: torchvision has no such option
+        raise ValueError("torchvision NMS supports offset=0 only")
+    threshold = iou_threshold if iou_threshold is not None else iou_thr
+    valid = None
+    if score_threshold > 0:
+        valid = torch.nonzero(scores > score_threshold, as_tuple=False).squeeze(1)
+        boxes, scores = boxes[valid], scores[valid]
+    # Sorted first with mmcv's own call (its kernel sorts the same way): boxes of
+    # equal score then come in mmcv's order, and torchvision's stable sort keeps it.
+    order = scores.sort(0, descending=True)[1]
+    dtype = torch.promote_types(boxes.dtype, scores.dtype)
+    # mmcv compares IoUs with a C float threshold: the same value, as a double.
+    keep = order[torchvision.ops.nms(boxes[order].to(dtype), scores[order].to(dtype),
+                                     float(np.float32(threshold)))]
+    if max_num > 0:
+        keep = keep[:max_num]
+    if valid is not None:
+        keep = valid[keep]
+    return keep
+
+
 def _letterbox_spec(cfg) -> tuple[tuple[int, int], tuple[int, int] | None, float] | None:
     """(Resize scale, Pad size, pad value) when the test pipeline is exactly
     load -> Resize(keep_ratio) -> [Pad] -> [annotations] -> pack and the
@@ -169,6 +297,10 @@ class UltralyticsDetector:
     A pose checkpoint (``yolo11n-pose``) also fills ``keypoints`` and
     ``keypoint_scores``; a segment checkpoint fills ``masks``. Needs the
     optional ``ultralytics`` package (``pip install bmp[yolo]``).
+
+    Ultralytics checkpoints pickle whole model objects, so a file loads only
+    when its sha256 is registered (``yolo11n``, ``yolo11n-pose``) or it is
+    trusted: ``trust_checkpoint=True`` or ``--trust-checkpoint PATH``.
     """
 
     def __init__(
@@ -181,8 +313,9 @@ class UltralyticsDetector:
         nms_iou: float = 0.6,
         max_per_img: int = 40,
         person_class: int = 0,
+        trust_checkpoint: bool = False,
     ) -> None:
-        self.model = load_ultralytics(checkpoint, weights_dirs, device)
+        self.model = load_ultralytics(checkpoint, weights_dirs, device, trusted=trust_checkpoint)
         self.device = device
         self.imgsz = imgsz
         self.score_thr = score_thr
@@ -241,24 +374,34 @@ def _unletterbox(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
 
 
-def load_ultralytics(checkpoint: str, weights_dirs: Sequence[str], device: str):
+def load_ultralytics(
+    checkpoint: str, weights_dirs: Sequence[str], device: str, trusted: bool = False
+):
+    """An Ultralytics ``YOLO`` model from a registry name or file.
+
+    ``YOLO(path)`` unpickles the whole file (``weights_only=False``, model
+    classes included, so no weights-only pre-check can vouch for it): the
+    file must pass :func:`bmp.weights.check_trusted` before Ultralytics sees it.
+    """
+    from ..weights import WeightsError, check_trusted
+
+    path = resolve_checkpoint(checkpoint, weights_dirs)
+    why = check_trusted(path, trusted, "Ultralytics checkpoints pickle whole Python objects")
     try:
         from ultralytics import YOLO
     except ImportError as exc:
         raise ImportError(
             "the Ultralytics backend needs the optional package: pip install 'bmp[yolo]'"
         ) from exc
-    from ..weights import CHECKPOINTS, sha256sum
-
-    path = resolve_checkpoint(checkpoint, weights_dirs)
-    digest = sha256sum(path)
-    if not any(c.matches_digest(digest) for c in CHECKPOINTS.values()):
-        # Ultralytics unpickles whole objects from its checkpoints.
-        logger.warning(
-            "%s is not a registered official checkpoint; Ultralytics will unpickle it. "
-            "Load only files you trust.", path
-        )
-    model = YOLO(str(path))
+    logger.info("loading %s with Ultralytics (%s)", path, why)
+    try:
+        model = YOLO(str(path))
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise WeightsError(
+            f"{path} could not be loaded as an Ultralytics checkpoint "
+            f"({type(exc).__name__}: {detail})"
+        ) from exc
     model.to(device)
     return model
 

@@ -30,14 +30,18 @@ class MMPoseTopDown:
       per-sample pipeline, as the reference implementation runs it.
 
     MaskPose conditioning: when the model config's test pipeline holds
-    ``MaskBackground`` (or ``mask_alpha`` is given), each crop's background is
-    dimmed with the person's mask from ``people.masks``. Side heads
+    ``MaskBackground`` (or ``mask_alpha`` is given), the image is dimmed at full
+    resolution outside the filled external contours of the person's mask from
+    ``people.masks`` before the crop is warped, as the reference does
+    (:mod:`bmp.models.mask_condition`). Side heads
     (``ProbPoseHead``) fill ``visibility``, ``presence`` and ``kpt_oks``; other
     models report their keypoint scores there.
 
     Args:
         mask_alpha: override the config's MaskBackground alpha (0 disables).
         padding: box padding before cropping (mmpose's ``GetBBoxCenterScale``).
+        trust_checkpoint: allow fully unpickling an unregistered checkpoint
+            file that holds more than tensors (see :func:`bmp.weights.check_trusted`).
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class MMPoseTopDown:
         batched: bool = True,
         padding: float = 1.25,
         strict: bool = True,
+        trust_checkpoint: bool = False,
     ) -> None:
         from mmengine.config import Config
         from mmengine.registry import DefaultScope
@@ -63,9 +68,11 @@ class MMPoseTopDown:
         cfg.model.setdefault("test_cfg", {})["flip_test"] = flip_test
         # Resolved before building, so a missing file fails fast.
         path = resolve_checkpoint(checkpoint, weights_dirs) if checkpoint is not None else None
+        # Built without a checkpoint: mmengine's loader would unpickle the file
+        # itself; bmp.weights applies the safety rule instead.
         with DefaultScope.overwrite_default_scope("mmpose"):
             self.model = init_model(cfg, checkpoint=None, device=device)
-        load_or_warn(self.model, path, strict=strict)
+        load_or_warn(self.model, path, strict=strict, trusted=trust_checkpoint)
         self.model.eval()
         self.device = device
         self.flip_test = flip_test
@@ -116,7 +123,7 @@ class MMPoseTopDown:
         codec = head.decoder
         image_t = to_tensor(image, dev).permute(2, 0, 1).float()
         boxes = torch.from_numpy(people.boxes).to(dev)
-        masks = torch.as_tensor(people.masks, device=dev) if self.mask_alpha > 0 else None
+        masks = _conditioning_masks(people.masks, dev) if self.mask_alpha > 0 else None
         crops = crop_people(image_t, boxes, tuple(codec.input_size), self.padding, masks, self.mask_alpha)
         x = crops.images
         preprocessor = model.data_preprocessor
@@ -159,6 +166,8 @@ class MMPoseTopDown:
         from mmengine.dataset import pseudo_collate
         from mmengine.registry import DefaultScope
 
+        from .mask_condition import mask_polygons
+
         bgr = np.ascontiguousarray(to_numpy(image)[..., ::-1])
         host_masks = to_numpy(people.masks) if self.mask_alpha > 0 else None
         with DefaultScope.overwrite_default_scope("mmpose"):
@@ -168,7 +177,8 @@ class MMPoseTopDown:
             for i, box in enumerate(people.boxes):
                 info = dict(img=bgr, bbox=box[None].astype(np.float32), bbox_score=np.ones(1, np.float32))
                 if self.mask_alpha > 0:
-                    info["mask"] = host_masks[i]
+                    # As the reference's inference_topdown: polygons (None: undimmed).
+                    info["segmentation"] = mask_polygons(host_masks[i].astype(bool, copy=False))
                 info.update(self.model.dataset_meta)
                 samples.append(self._pipeline(info))
             results = self.model.test_step(pseudo_collate(samples))
@@ -188,6 +198,23 @@ def _supports_batched(model) -> bool:
     from mmpose.models.heads import HeatmapHead
 
     return isinstance(model.head, HeatmapHead) and isinstance(model.head.decoder, UDPHeatmap)
+
+
+def _conditioning_masks(masks: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """MaskPose's conditioning masks on ``device``: the reference's filled
+    external contours of each mask (:mod:`bmp.models.mask_condition`), all True
+    for a person whose mask gives no polygon (left undimmed, as the reference
+    leaves a sample without a polygon).
+
+    The masks go to the host and back here, for mask-conditioned pose models
+    only: contour tracing and the polygon raster are OpenCV's and pycocotools'
+    and have no device version that gives the same pixels.
+    """
+    from .mask_condition import filled_contour_masks
+
+    filled, has_polygon = filled_contour_masks(to_numpy(masks))
+    filled[~has_polygon] = True
+    return torch.from_numpy(filled).to(device)
 
 
 def _with_mask_background(pipeline: list[dict], alpha: float) -> list[dict]:
@@ -211,6 +238,19 @@ class UltralyticsTopDown:
 
     This keeps BMP's rule that pose looks at the original image, not the
     masked detector input, with the only pose weights available offline.
+
+    YOLO-pose takes no mask, so MaskPose's conditioning is done on its input:
+    with ``condition='others_dimmed'`` the pixels of the people found in
+    earlier iterations (``others``) are dimmed by ``condition_alpha`` (1:
+    blacked out) in every crop, except where the person's own detector mask
+    (a ``-seg`` detector's) claims them. A hidden person's crop then no longer
+    shows the occluder it would otherwise lock onto.
+
+    With ``first_pass='detector'``, people found before anyone else (the first
+    iteration: the detector saw the unmasked original image) keep the
+    keypoints a pose detector gave them, at its full input resolution; the
+    top-down crops serve the later iterations, where the detector saw the
+    masked image.
     """
 
     def __init__(
@@ -221,27 +261,51 @@ class UltralyticsTopDown:
         imgsz: int = 320,
         padding: float = 1.25,
         score_thr: float = 0.05,
+        condition: str = "none",
+        condition_alpha: float = 1.0,
+        same_person_iou: float = 0.5,
+        first_pass: str = "topdown",
+        trust_checkpoint: bool = False,
     ) -> None:
-        self.model = load_ultralytics(checkpoint, weights_dirs, device)
+        if first_pass not in ("topdown", "detector"):
+            raise ValueError(f"pose.first_pass must be 'topdown' or 'detector', got {first_pass!r}")
+        self.first_pass = first_pass
+        if condition not in ("none", "others_dimmed"):
+            raise ValueError(f"pose.condition must be 'none' or 'others_dimmed', got {condition!r}")
+        if not 0.0 <= condition_alpha <= 1.0:
+            raise ValueError(f"pose.condition_alpha must be in [0, 1], got {condition_alpha}")
+        self.condition = condition
+        self.condition_alpha = condition_alpha
+        self.same_person_iou = same_person_iou
+        # Same rule as UltralyticsDetector: registered sha256 or trusted.
+        self.model = load_ultralytics(checkpoint, weights_dirs, device, trusted=trust_checkpoint)
         self.device = device
         self.imgsz = imgsz
         self.padding = padding
         self.score_thr = score_thr
 
     @torch.inference_mode()
-    def estimate(self, image: np.ndarray, people: Instances) -> Instances:
+    def estimate(self, image: np.ndarray, people: Instances, others: Instances | None = None) -> Instances:
         n = len(people)
         if n == 0:
             return people
+        first = others is None or len(others) == 0
+        if self.first_pass == "detector" and first and people.keypoint_scores.any():
+            scores = people.keypoint_scores
+            return people.replace(visibility=scores.copy(), presence=scores.copy())
         h, w = image.shape[:2]
+        hide = self._hidden_pixels(people, others)
         crops, origins, query = [], [], []
-        for box in people.boxes:
+        for i, box in enumerate(people.boxes):
             cx, cy = (box[:2] + box[2:]) / 2
             half = (box[2:] - box[:2]) * self.padding / 2
             x0, y0 = int(max(0, np.floor(cx - half[0]))), int(max(0, np.floor(cy - half[1])))
             x1, y1 = int(min(w, np.ceil(cx + half[0]))), int(min(h, np.ceil(cy + half[1])))
             x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-            crops.append(np.ascontiguousarray(image[y0:y1, x0:x1, ::-1]))
+            crop = image[y0:y1, x0:x1, ::-1]
+            if hide is not None:
+                crop = _dim(crop, hide(i, y0, y1, x0, x1), self.condition_alpha)
+            crops.append(np.ascontiguousarray(crop))
             origins.append((x0, y0))
             query.append(box - np.array([x0, y0, x0, y0], np.float32))
         results = self.model.predict(
@@ -263,6 +327,31 @@ class UltralyticsTopDown:
         return people.replace(
             keypoints=kpts, keypoint_scores=scores, visibility=scores.copy(), presence=scores.copy()
         )
+
+    def _hidden_pixels(self, people: Instances, others: Instances | None):
+        """``hide(i, y0, y1, x0, x1)`` -> the (crop) pixels to dim for person i, or
+        None when nothing is conditioned. An earlier person whose box person i
+        re-detects (IoU >= ``same_person_iou``) is not dimmed in i's crop: that
+        is i's own body, found before."""
+        if self.condition == "none" or others is None or len(others) == 0 or self.condition_alpha == 0:
+            return None
+        found = to_numpy(others.masks)
+        if not found.any():
+            return None
+        own = to_numpy(people.masks)
+        same = box_iou(people.boxes, others.boxes) >= self.same_person_iou  # (N, M)
+
+        def hide(i: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+            region = found[~same[i], y0:y1, x0:x1].any(0)
+            return region & ~own[i, y0:y1, x0:x1]
+
+        return hide
+
+
+def _dim(crop: np.ndarray, where: np.ndarray, alpha: float) -> np.ndarray:
+    """``crop`` (h, w, 3) uint8 with the pixels ``where`` (h, w) scaled by 1 - alpha."""
+    factor = np.where(where, np.float32(1 - alpha), np.float32(1))[..., None]
+    return (crop.astype(np.float32) * factor + 0.5).astype(np.uint8)
 
 
 @POSE_ESTIMATORS.register_module()

@@ -13,6 +13,16 @@ Inference only, no weights (Tripathi et al., 2017; BMP_NOTES "Pose2Instance"):
 4. argmax over ``S`` gives every pixel to at most one person: the masks are
    exclusive by construction.
 
+Only a person's surroundings matter: beyond ``radius + T * logit(1 - floor)``
+part radii from its keypoints it cannot win a pixel. So each person's field is
+computed on a grid over that reach (at most ``working_size`` nodes a side,
+bilinearly interpolated like the full-image field at ``stride``), and pixels
+are decided at full resolution in bands of the person's box, against only the
+people whose reach overlaps it. Memory grows with people x box area, never with
+people x image (no (N + 1) x H x W float); :func:`pose_instance_partition` on
+:func:`~bmp.models.skeleton_field.skeleton_distance` is the full-image
+reference it matches.
+
 The person probability comes from a pluggable source (``prior``): the masks the
 people already carry (a detector with masks, such as RTMDet-Ins, in the loop),
 another segmenter (e.g. SAM 2 from a nested config), or a uniform 0.5 -- then
@@ -23,17 +33,19 @@ goes to the nearest body within ``radius``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..pose_nms import oks_matrix
 from ..structures import Instances, to_numpy
 from .base import SEGMENTERS, build_component
-from .skeleton_field import person_scales, skeleton_distance
+from .skeleton_field import body_reach_boxes, person_scales, skeleton_distance_grid
 
 
 def pose_instance_partition(
@@ -63,6 +75,71 @@ def pose_instance_partition(
     return owner - 1, posterior
 
 
+class _Poses(NamedTuple):
+    """The per-person records the partition reads (no masks: competitors'
+    masks are never copied)."""
+
+    keypoints: np.ndarray  # (N, 17, 2)
+    valid: np.ndarray  # (N, 17) bool
+    boxes: np.ndarray  # (N, 4) xyxy
+
+    @staticmethod
+    def cat(items: Sequence[_Poses]) -> _Poses:
+        return _Poses(*(np.concatenate(parts) for parts in zip(*items, strict=True)))
+
+    def select(self, index: np.ndarray) -> _Poses:
+        return _Poses(self.keypoints[index], self.valid[index], self.boxes[index])
+
+
+@dataclass
+class _Field:
+    """One person's ``u`` on its grid of nodes ``(gx + step * j, gy + step * i)``,
+    and ``box`` = (y0, y1, x0, x1), the pixels it can reach (clipped to the
+    image); read at pixels with :meth:`crop`."""
+
+    grid: torch.Tensor  # (rows, cols), both >= 2
+    gx: int
+    gy: int
+    step: int
+    box: tuple[int, int, int, int]
+    keypoint_pixels: torch.Tensor  # (K, 2) long xy of the drawn keypoints
+
+    def crop(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        """(y1 - y0, x1 - x0) float32 ``u`` of pixels [y0, y1) x [x0, x1), which
+        must lie inside the grid: bilinear between nodes (exactly what
+        interpolating the whole grid gives), 0 on the drawn keypoints' pixels."""
+        k = self.step
+        r0, c0 = (y0 - self.gy) // k, (x0 - self.gx) // k
+        rows, cols = self.grid.shape
+        r1 = min(max(-(-(y1 - 1 - self.gy) // k), r0 + 1), rows - 1)
+        c1 = min(max(-(-(x1 - 1 - self.gx) // k), c0 + 1), cols - 1)
+        r0, c0 = min(r0, r1 - 1), min(c0, c1 - 1)
+        nodes = self.grid[r0 : r1 + 1, c0 : c1 + 1]
+        if k > 1:
+            size = ((r1 - r0) * k + 1, (c1 - c0) * k + 1)
+            nodes = F.interpolate(nodes[None, None], size=size, mode="bilinear", align_corners=True)[0, 0]
+        top, left = y0 - self.gy - r0 * k, x0 - self.gx - c0 * k
+        out = nodes[top : top + y1 - y0, left : left + x1 - x0].clone()
+        xy = self.keypoint_pixels
+        hit = (xy[:, 0] >= x0) & (xy[:, 0] < x1) & (xy[:, 1] >= y0) & (xy[:, 1] < y1)
+        out[xy[hit, 1] - y0, xy[hit, 0] - x0] = 0.0
+        return out
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+    """The intersection of two (y0, y1, x0, x1) pixel boxes, None when empty."""
+    y0, y1, x0, x1 = max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
+    return (y0, y1, x0, x1) if y0 < y1 and x0 < x1 else None
+
+
+def _bands(box: tuple[int, int, int, int], max_pixels: int) -> Iterator[tuple[int, int, int, int]]:
+    """``box`` cut into row bands of at most ``max_pixels`` (at least one row)."""
+    y0, y1, x0, x1 = box
+    rows = max(1, max_pixels // max(1, x1 - x0))
+    for top in range(y0, y1, rows):
+        yield top, min(top + rows, y1), x0, x1
+
+
 @SEGMENTERS.register_module()
 class Pose2InstanceSegmenter:
     """Pose2Instance masks: nearest body by soft-maxed skeleton distance, gated by
@@ -88,7 +165,13 @@ class Pose2InstanceSegmenter:
         compete_with_earlier: people segmented by earlier ``segment`` calls on
             the same image (earlier loop iterations) compete for pixels too, so
             a person found later does not spread over someone found before.
-        stride: distances are computed every ``stride`` pixels and interpolated.
+        stride: distances are computed every ``stride`` pixels (at least) and
+            interpolated.
+        working_size: at most this many grid nodes along the longer side of a
+            person's reach (the step grows beyond ``stride`` for large people:
+            the field is smooth at the scale of a limb's width).
+        band_pixels: pixels decided at once: bounds the float temporaries, and
+            small enough for them to stay in cache.
     """
 
     def __init__(
@@ -101,6 +184,8 @@ class Pose2InstanceSegmenter:
         prior_blur: float = 2.0,
         compete_with_earlier: bool = True,
         stride: int = 2,
+        working_size: int = 256,
+        band_pixels: int = 1 << 18,
         device: str = "cpu",
         weights_dirs: Sequence[str] = (),
     ) -> None:
@@ -126,9 +211,16 @@ class Pose2InstanceSegmenter:
         self.prior_floor = prior_floor
         self.prior_blur = prior_blur
         self.compete_with_earlier = compete_with_earlier
+        if stride < 1 or working_size < 2 or band_pixels < 1:
+            raise ValueError(
+                f"stride ({stride}), working_size ({working_size}) and band_pixels ({band_pixels}) "
+                "must be >= 1, >= 2 and >= 1"
+            )
         self.stride = stride
+        self.working_size = working_size
+        self.band_pixels = band_pixels
         self.device = device
-        self._earlier: Instances | None = None
+        self._earlier: _Poses | None = None
 
     def set_image(self, image: np.ndarray) -> None:
         """Forget the people of the previous image; prepare the prior source."""
@@ -157,63 +249,181 @@ class Pose2InstanceSegmenter:
         if n == 0:
             return people
         h, w = people.image_size
+        mine = self._poses(people)
         if others is None:
-            competitors = self._competitors(people)
+            competitors = self._competitors(mine)
+        elif self.compete_with_earlier:
+            competitors = self._poses(others)
         else:
-            competitors = others if self.compete_with_earlier else others[np.zeros(0, dtype=np.int64)]
-        everyone = Instances.cat([people, competitors]) if len(competitors) else people
-        valid = self._valid(everyone)
-        scales = person_scales(everyone.boxes, everyone.keypoints, valid)
-        distances = skeleton_distance(
-            torch.as_tensor(everyone.keypoints, dtype=torch.float32, device=self.device),
-            torch.as_tensor(valid, device=self.device),
-            torch.as_tensor(scales, device=self.device),
-            (h, w),
-            stride=self.stride,
-        )
-        prob = torch.as_tensor(self.person_probability(people), device=self.device)
-        owner, posterior = pose_instance_partition(distances, prob, self.temperature, self.radius)
-        masks = owner[None] == torch.arange(n, device=self.device)[:, None, None]  # (N, H, W)
-        area = masks.sum((1, 2))
-        mean_post = (posterior[None] * masks).sum((1, 2)) / area.clamp_min(1)
-        kpt_conf = np.where(valid[:n], people.keypoint_scores, 0).sum(1) / np.maximum(
-            valid[:n].sum(1), 1
-        )
-        scores = (mean_post.cpu().numpy() * kpt_conf).astype(np.float32)
+            competitors = mine.select(np.zeros(0, dtype=np.int64))
+        everyone = _Poses.cat([mine, competitors])
+        union = self._prior_union(people)
+        fields = self._fields(everyone, (h, w), uniform=union is None)
+        # Host zeros are mapped lazily: only the pages of the people's boxes
+        # ever get memory here.
+        masks = np.zeros((n, h, w), dtype=bool)
+        mean_post = np.zeros(n, np.float32)
+        for i in range(n):
+            if fields[i] is not None:
+                mean_post[i] = self._decide(i, fields, union, torch.from_numpy(masks[i]))
+        valid = mine.valid
+        kpt_conf = np.where(valid, people.keypoint_scores, 0).sum(1) / np.maximum(valid.sum(1), 1)
+        scores = (mean_post * kpt_conf).astype(np.float32)
         if self.compete_with_earlier:
             self._earlier = everyone
-        return people.replace(masks=masks.cpu().numpy(), mask_scores=scores)
+        return people.replace(masks=masks, mask_scores=scores)
 
-    def person_probability(self, people: Instances) -> np.ndarray:
-        """(H, W) float32 ``P`` in [floor, 1 - floor] for these people."""
-        h, w = people.image_size
+    def _fields(self, everyone: _Poses, size: tuple[int, int], uniform: bool) -> list[_Field | None]:
+        """Each person's field on a grid over its reach (None: no drawn keypoint
+        or no reach inside the image). Under a uniform prior a body reaches
+        ``radius``; a mask prior can extend that to ``radius + T logit(1 - floor)``."""
+        h, w = size
+        scales = person_scales(everyone.boxes, everyone.keypoints, everyone.valid)
+        floor = self.prior_floor
+        reach = self.radius + (0.0 if uniform else self.temperature * math.log((1 - floor) / floor))
+        boxes = body_reach_boxes(everyone.keypoints, everyone.valid, scales, reach)
+        keypoints = torch.as_tensor(everyone.keypoints, dtype=torch.float32, device=self.device)
+        valid = torch.as_tensor(everyone.valid, device=self.device)
+        out: list[_Field | None] = []
+        for i, (bx0, by0, bx1, by1) in enumerate(boxes.astype(np.float64)):
+            if np.isnan(bx0):
+                out.append(None)
+                continue
+            step = max(self.stride, math.ceil(max(bx1 - bx0, by1 - by0) / (self.working_size - 1)))
+            # Interpolation reads nodes up to a step (per axis) away: grow the box
+            # by 1.5 steps so that outside it every node read is beyond reach too.
+            pad = 1.5 * step + 1
+            x0, y0 = max(0, math.floor(bx0 - pad)), max(0, math.floor(by0 - pad))
+            x1, y1 = min(w, math.ceil(bx1 + pad) + 1), min(h, math.ceil(by1 + pad) + 1)
+            if x0 >= x1 or y0 >= y1:
+                out.append(None)
+                continue
+            # Nodes on multiples of the step, as the full-image grid has them.
+            gx, gy = x0 // step * step, y0 // step * step
+            cols = max(2, -(-(x1 - 1 - gx) // step) + 1)
+            rows = max(2, -(-(y1 - 1 - gy) // step) + 1)
+            grid = skeleton_distance_grid(
+                keypoints[i : i + 1], valid[i : i + 1],
+                torch.as_tensor(scales[i : i + 1], device=self.device), (gx, gy), step, (rows, cols),
+                max_elements=1 << 18,  # cache-sized chunks: several times faster than 1 << 22
+            )[0]
+            xy = keypoints[i][valid[i]].round().long()
+            out.append(_Field(grid, gx, gy, step, (y0, y1, x0, x1), xy))
+        return out
+
+    def _decide(
+        self, i: int, fields: list[_Field | None], union: np.ndarray | None, mask: torch.Tensor
+    ) -> float:
+        """Writes person ``i``'s pixels into ``mask`` (H, W) bool, on the host;
+        returns the mean posterior over them.
+
+        Person ``i`` wins a pixel over the background where ``u_i < thr =
+        radius + T logit(P)`` (the background's soft-max score ``(1 - P)
+        e^(-radius / T)`` against ``P e^(-u_i / T)``), and over person ``j``
+        where ``u_i < u_j`` (``<=`` for a later ``j``: ties go to the earlier
+        person, as in the argmax). Its posterior is ``1 / (1 + e^((u_i - thr) / T)
+        + sum_j e^((u_i - u_j) / T))`` over the people ``j`` that reach the
+        pixel; those that do not add less than ``e^(-(reach - u_i) / T)`` each.
+        """
+        me = fields[i]
+        assert me is not None
+        rivals = [
+            (j, f) for j, f in enumerate(fields) if j != i and f is not None and _overlap(me.box, f.box)
+        ]
+        t = self.temperature
+        post_sum, area = 0.0, 0
+        for band in _bands(me.box, self.band_pixels):
+            y0, y1, x0, x1 = band
+            u = me.crop(*band)
+            thr = self._threshold(union, band)
+            win = u < thr
+            denom = 1.0 + torch.exp((u - thr) / t)
+            for j, other in rivals:
+                both = _overlap(band, other.box)
+                if both is None:
+                    continue
+                c0, c1, d0, d1 = both
+                ours = u[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0]
+                theirs = other.crop(*both)
+                beats = ours < theirs if j < i else ours <= theirs
+                win[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0] &= beats
+                denom[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0] += torch.exp((ours - theirs) / t)
+            mask[y0:y1, x0:x1] = win.cpu()
+            post_sum += float(torch.where(win, denom.reciprocal_(), 0.0).sum())
+            area += int(win.sum())
+        return post_sum / max(area, 1)
+
+    def _threshold(self, union: np.ndarray | None, band: tuple[int, int, int, int]) -> torch.Tensor | float:
+        """``radius + T logit(P)`` on ``band`` (y0, y1, x0, x1): a number under
+        the uniform prior, else from ``P`` on the band."""
+        if union is None:
+            return self.radius
+        prob = self._blurred_prior(union, band)
+        return self.radius + self.temperature * (torch.log(prob) - torch.log1p(-prob))
+
+    def _blurred_prior(self, union: np.ndarray, band: tuple[int, int, int, int]) -> torch.Tensor:
+        """(y1 - y0, x1 - x0) float32 ``P`` in [floor, 1 - floor] on the device.
+
+        OpenCV's Gaussian blur of the whole image, computed over the band plus
+        the kernel's reach (4 sigma each side), with the image's edges reflected
+        as OpenCV does (edge pixel not repeated). In torch rather than OpenCV:
+        OpenCV's thread pool and torch's OpenMP threads, interleaved band by
+        band, slowed each other down ten-fold on a busy CPU.
+        """
+        y0, y1, x0, x1 = band
+        h, w = union.shape
+        sigma = self.prior_blur
+        r = (int(round(sigma * 8 + 1)) | 1) // 2 if sigma > 0 else 0  # OpenCV's float kernel size
+        py0, py1, px0, px1 = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
+        crop = union[py0:py1, px0:px1]
+        # Reflected on every side: where the crop is inside the image, the
+        # reflected rows lie beyond the kernel's reach of the band.
+        padded = np.pad(crop, r, mode="reflect") if r else crop
+        prob = torch.from_numpy(np.ascontiguousarray(padded)).to(self.device, torch.float32)[None, None]
+        if r:
+            kernel = torch.from_numpy(cv2.getGaussianKernel(2 * r + 1, sigma, cv2.CV_32F)).to(self.device)
+            prob = F.conv2d(F.conv2d(prob, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+        prob = prob[0, 0, y0 - py0 : y1 - py0, x0 - px0 : x1 - px0]
+        return prob.clamp(self.prior_floor, 1 - self.prior_floor)
+
+    def _prior_union(self, people: Instances) -> np.ndarray | None:
+        """(H, W) bool union of the prior's masks, or None for a uniform ``P``."""
         masks = people.masks
         if self.prior_segmenter is not None:
             masks = self.prior_segmenter.segment(people).masks
         elif self.prior == "uniform":
             masks = None
-        if masks is not None:
-            masks = to_numpy(masks)
-        if masks is None or not masks.any():
+        if masks is None or len(masks) == 0:
+            return None
+        union = to_numpy(masks.any(0))
+        return union if union.any() else None
+
+    def person_probability(self, people: Instances) -> np.ndarray:
+        """(H, W) float32 ``P`` in [floor, 1 - floor] for these people (the
+        whole-image map; :meth:`segment` evaluates it per band)."""
+        h, w = people.image_size
+        union = self._prior_union(people)
+        if union is None:
             return np.full((h, w), 0.5, np.float32)
-        union = masks.any(0).astype(np.float32)
-        if self.prior_blur > 0:
-            union = cv2.GaussianBlur(union, (0, 0), self.prior_blur)
-        return np.clip(union, self.prior_floor, 1 - self.prior_floor).astype(np.float32)
+        return self._blurred_prior(union, (0, h, 0, w)).cpu().numpy()
 
     def _valid(self, people: Instances) -> np.ndarray:
         """(N, 17) keypoints to draw. Visibility when the pose model gives it,
         which for ground-truth poses is COCO's v > 0."""
         return (people.visibility >= self.kpt_thr) & np.isfinite(people.keypoints).all(-1)
 
-    def _competitors(self, people: Instances) -> Instances:
+    def _poses(self, people: Instances) -> _Poses:
+        return _Poses(people.keypoints, self._valid(people), people.boxes)
+
+    def _competitors(self, people: _Poses) -> _Poses:
         """Earlier people of this image that are not one of ``people`` again
         (pose NMS may have replaced an earlier person by its new duplicate)."""
         if self._earlier is None or not self.compete_with_earlier:
-            return people[np.zeros(0, dtype=np.int64)]
+            return people.select(np.zeros(0, dtype=np.int64))
         earlier = self._earlier
-        both = Instances.cat([earlier, people])
-        oks = oks_matrix(both.keypoints, self._valid(both).astype(np.float32), both.areas, 0.5)
-        m = len(earlier)
+        both = _Poses.cat([earlier, people])
+        wh = np.clip(both.boxes[:, 2:] - both.boxes[:, :2], 0, None)
+        oks = oks_matrix(both.keypoints, both.valid.astype(np.float32), wh[:, 0] * wh[:, 1], 0.5)
+        m = len(earlier.keypoints)
         cross = np.maximum(oks[:m, m:], oks[m:, :m].T)  # (earlier, new)
-        return earlier[np.flatnonzero(cross.max(1) <= 0.5)]
+        return earlier.select(np.flatnonzero(cross.max(1) <= 0.5))

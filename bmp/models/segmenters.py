@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from ..images import PixelArray
 from ..keypoints import SKELETON, TORSO
 from ..masks import fill_small_regions
-from .sam_features import encode, set_features
-from ..prompts import PromptConfig, select_prompts
+from ..prompts import PromptConfig, confidence_channel, select_prompts
 from ..structures import Instances, to_tensor
 from ..weights import load_or_warn, resolve_checkpoint
 from .base import SEGMENTERS, compile_in_place
+from .sam_decode import decode_by_point_count
+from .sam_features import encode, set_features
 
 
 @SEGMENTERS.register_module()
@@ -25,8 +26,10 @@ class SAM2Segmenter:
     """SAM 2 / SAM 2.1 prompted with points chosen from each pose.
 
     The image embedding is computed once in :meth:`set_image` and reused by every
-    :meth:`segment` call for that image (all loop iterations); all people of a
-    call are decoded in one batch, prompts padded with SAM's padding label.
+    :meth:`segment` call for that image (all loop iterations); the people of a
+    call are decoded in one batch per distinct prompt-point count, each with
+    exactly its own points (what per-person ``SAM2ImagePredictor.predict``
+    calls would give).
     Single-mask output; as in SAM 2's own post-processing, holes of at most
     ``max_hole_area`` px are filled and islands of at most ``max_sprinkle_area``
     px removed on the 256x256 low-resolution logits, which are then upsampled
@@ -38,6 +41,8 @@ class SAM2Segmenter:
         config: sam2 model config name, e.g. ``'configs/sam2.1/sam2.1_hiera_b+.yaml'``.
         checkpoint: registry name or file; a sam2 checkpoint ``{'model': state_dict}``.
         prompts: :class:`~bmp.prompts.PromptConfig` fields (method, num_points, ...).
+        trust_checkpoint: allow fully unpickling an unregistered checkpoint
+            file that holds more than tensors (see :func:`bmp.weights.check_trusted`).
     """
 
     def __init__(
@@ -51,14 +56,16 @@ class SAM2Segmenter:
         max_hole_area: int = 10,
         max_sprinkle_area: int = 50,
         strict: bool = True,
+        trust_checkpoint: bool = False,
     ) -> None:
         from sam2.build_sam import build_sam2
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         # Resolved before building, so a missing file fails fast.
         path = resolve_checkpoint(checkpoint, weights_dirs) if checkpoint is not None else None
+        # ckpt_path=None: sam2's _load_checkpoint would torch.load the file itself.
         model = build_sam2(config, ckpt_path=None, device="cpu", mode="eval")
-        load_or_warn(model, path, strict=strict)
+        load_or_warn(model, path, strict=strict, trusted=trust_checkpoint)
         model.to(device).eval()
         self.predictor = SAM2ImagePredictor(model, mask_threshold=mask_threshold)
         self.predictor._transforms = sam2_cleanup_transforms(
@@ -97,24 +104,15 @@ class SAM2Segmenter:
             raise RuntimeError("SAM2Segmenter.set_image must be called before segment")
         cfg = self.prompt_config
         points, labels = select_prompts(
-            people.keypoints, people.keypoint_scores, people.visibility, cfg, boxes=people.boxes,
+            people.keypoints, people.keypoint_scores, confidence_channel(people, cfg), cfg,
+            boxes=people.boxes,
             others=(others.keypoints, others.keypoint_scores) if others is not None else None,
         )
-        h, w = people.image_size
-        masks = torch.zeros((n, h, w), dtype=torch.bool, device=self.predictor.device)
-        scores = np.zeros(n, dtype=np.float32)
-        prompted = np.flatnonzero((labels > 0).any(1) | cfg.use_box)
-        if len(prompted):
-            boxes = people.boxes[prompted] if cfg.use_box else None
-            _, coords, point_labels, box = self.predictor._prep_prompts(
-                points[prompted], labels[prompted], boxes, None, normalize_coords=True
-            )
-            # Batched torch-level call: one prompt-encoder/decoder pass for all people.
-            batch_masks, iou, _ = self.predictor._predict(
-                coords, point_labels, box, None, multimask_output=False
-            )
-            masks[torch.from_numpy(prompted).to(masks.device)] = batch_masks[:, 0].bool()
-            scores[prompted] = iou[:, 0].float().cpu().numpy()
+        # A person with no point is decoded from SAM's padding token alone, as
+        # the reference's per-person calls do.
+        masks, scores = decode_by_point_count(
+            self.predictor, points, labels, people.boxes if cfg.use_box else None
+        )
         return people.replace(
             masks=masks, mask_scores=scores, prompts=points, prompt_labels=labels
         )
@@ -183,6 +181,31 @@ def sam2_cleanup_transforms(resolution: int, threshold: float, max_hole_area: in
         def postprocess_masks(self, masks: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
             logits = masks.float()
             flat = fill_small_regions(logits.flatten(0, 1), threshold, max_hole_area, max_sprinkle_area)
-            return F.interpolate(flat.view_as(logits), orig_hw, mode="bilinear", align_corners=False)
+            return upsample_masks(flat.view_as(logits), orig_hw, threshold)
 
     return CleanUpOnDevice(resolution, threshold, max_hole_area, max_sprinkle_area)
+
+
+def upsample_masks(
+    logits: torch.Tensor, size: tuple[int, int], threshold: float, max_pixels: int = 1 << 24
+) -> torch.Tensor:
+    """Low-resolution mask logits (B, C, h, w) bilinearly upsampled to ``size``
+    (H, W) and thresholded: (B, C, H, W) float16, +inf where the logit exceeds
+    ``threshold``, -inf elsewhere.
+
+    A few masks at a time (about ``max_pixels`` upsampled values), so the float
+    full-resolution logits of all B x C masks never exist at once (at 48 MP, 20
+    people's are 3.7 GB). Float16 +-inf rather than bool because sam2's
+    ``_predict`` thresholds what this returns against its Python-float
+    ``mask_threshold``: +-inf answer that right for any threshold, and on the CPU
+    comparing a bool or integer tensor with a float would first copy it to
+    float32.
+    """
+    b, c, h, w = logits.shape[0], logits.shape[1], size[0], size[1]
+    flat = logits.flatten(0, 1)[:, None]
+    out = torch.full((b * c, h, w), float("-inf"), dtype=torch.float16, device=logits.device)
+    chunk = max(1, max_pixels // max(1, h * w))
+    for lo in range(0, b * c, chunk):
+        up = F.interpolate(flat[lo : lo + chunk], size, mode="bilinear", align_corners=False)[:, 0]
+        out[lo : lo + chunk].masked_fill_(up > threshold, float("inf"))
+    return out.view(b, c, h, w)

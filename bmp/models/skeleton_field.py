@@ -78,6 +78,10 @@ def skeleton_distance(
 ) -> torch.Tensor:
     """Normalised distance of every pixel to each person's body parts.
 
+    The full-image field; :class:`~bmp.models.pose2instance.Pose2InstanceSegmenter`
+    evaluates the same field per person on a grid over its reach instead
+    (:func:`skeleton_distance_grid`, :func:`body_reach_boxes`).
+
     Args:
         keypoints: (N, 17, 2) xy pixels (pixel centres at integer coordinates).
         valid: (N, 17) bool, the keypoints to draw from.
@@ -93,6 +97,47 @@ def skeleton_distance(
         keypoint.
     """
     h, w = size
+    gh, gw = -(-(h - 1) // stride) + 1, -(-(w - 1) // stride) + 1  # the grid covers the image
+    out = skeleton_distance_grid(
+        keypoints, valid, scales, (0, 0), stride, (gh, gw), torso_distance, max_elements
+    )
+    if stride > 1:
+        full = ((gh - 1) * stride + 1, (gw - 1) * stride + 1)
+        out = F.interpolate(out[None], size=full, mode="bilinear", align_corners=True)[0]
+        out = out[:, :h, :w].contiguous()
+    # The drawn skeleton includes each visible keypoint's own pixel, exactly
+    # (interpolation would blur it).
+    person, joint = torch.nonzero(valid, as_tuple=True)
+    xy = keypoints[person, joint].round().long()
+    inside_image = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    out[person[inside_image], xy[inside_image, 1], xy[inside_image, 0]] = 0.0
+    out[~valid.any(1)] = float("inf")
+    return out
+
+
+def skeleton_distance_grid(
+    keypoints: torch.Tensor,
+    valid: torch.Tensor,
+    scales: torch.Tensor,
+    origin: tuple[int, int],
+    step: int,
+    shape: tuple[int, int],
+    torso_distance: float = 0.2,
+    max_elements: int = 1 << 22,
+) -> torch.Tensor:
+    """``u`` at the nodes ``(x0 + step * j, y0 + step * i)`` of a regular grid.
+
+    Args:
+        keypoints, valid, scales, torso_distance, max_elements: as for
+            :func:`skeleton_distance`.
+        origin: (x0, y0) pixel of node (0, 0); nodes may lie outside the image.
+        step: pixels between nodes.
+        shape: (rows, cols) of the grid.
+    Returns:
+        (N, rows, cols) float32; no keypoint pixel is zeroed, no invalid person
+        set to ``inf`` (``u`` is then ~1e7, "far").
+    """
+    gh, gw = shape
     n = len(keypoints)
     device = keypoints.device
     parts = torch.as_tensor(PARTS, device=device)
@@ -107,10 +152,9 @@ def skeleton_distance(
     inv_radius2 = (1.0 / (parts[None, :, 2] * scales[:, None])) ** 2  # (N, P)
     edges = _torso_edges(keypoints, valid)  # (N, 4, 2, 2)
 
-    gh, gw = -(-(h - 1) // stride) + 1, -(-(w - 1) // stride) + 1  # the grid covers the image
     ys, xs = torch.meshgrid(
-        torch.arange(gh, device=device, dtype=torch.float32) * stride,
-        torch.arange(gw, device=device, dtype=torch.float32) * stride,
+        torch.arange(gh, device=device, dtype=torch.float32) * step + origin[1],
+        torch.arange(gw, device=device, dtype=torch.float32) * step + origin[0],
         indexing="ij",
     )
     pixels = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)  # (gh * gw, 2)
@@ -127,19 +171,27 @@ def skeleton_distance(
         inside = _inside(edges, p)
         u = u2.sqrt_()
         out[:, lo : lo + chunk] = torch.where(inside, u.clamp(max=torso_distance), u)
-    out = out.view(n, gh, gw)
-    if stride > 1:
-        full = ((gh - 1) * stride + 1, (gw - 1) * stride + 1)
-        out = F.interpolate(out[None], size=full, mode="bilinear", align_corners=True)[0]
-        out = out[:, :h, :w].contiguous()
-    # The drawn skeleton includes each visible keypoint's own pixel, exactly
-    # (interpolation would blur it).
-    person, joint = torch.nonzero(valid, as_tuple=True)
-    xy = keypoints[person, joint].round().long()
-    inside_image = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
-    out[person[inside_image], xy[inside_image, 1], xy[inside_image, 0]] = 0.0
-    out[~valid.any(1)] = float("inf")
-    return out
+    return out.view(n, gh, gw)
+
+
+def body_reach_boxes(
+    keypoints: np.ndarray, valid: np.ndarray, scales: np.ndarray, reach: float
+) -> np.ndarray:
+    """(N, 4) xyxy boxes outside which each person's ``u`` is >= ``reach``:
+    the visible keypoints' extent grown by ``reach`` x the largest drawn part
+    radius x ``s``. Every part lies within the keypoints' extent (limbs join
+    keypoints, the torso polygon has keypoints as corners) and no limb is wider
+    than the disc of one of its ends, so a pixel farther than that from the
+    extent is farther than ``reach`` radii from every part. NaN rows for a
+    person with no valid keypoint.
+    """
+    boxes = np.full((len(keypoints), 4), np.nan, np.float32)
+    for i in np.flatnonzero(valid.any(1)):
+        pts = keypoints[i][valid[i]]
+        margin = reach * float(KEYPOINT_RADIUS[valid[i]].max()) * float(scales[i])
+        boxes[i, :2] = pts.min(0) - margin
+        boxes[i, 2:] = pts.max(0) + margin
+    return boxes
 
 
 def _torso_edges(keypoints: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -3,10 +3,12 @@ heatmap decoding.
 
 The per-sample mmpose pipeline warps each person with ``cv2.warpAffine`` and
 decodes each heatmap in numpy. Here every person of an iteration goes through
-one ``grid_sample``, one forward pass (original and flipped crops in the same
-batch) and one vectorised DARK-UDP decode, reproducing mmpose's arithmetic:
-``GetBBoxCenterScale`` (padding), ``TopdownAffine`` (UDP warp, aspect fix),
-``UDPHeatmap.decode`` (argmax + ``refine_keypoints_dark_udp``) and
+one batched crop (one ``grid_sample``; with MaskPose conditioning one gather of
+the 4 bilinear neighbours), one forward pass (original and flipped crops in the
+same batch) and one vectorised DARK-UDP decode, reproducing mmpose's arithmetic:
+``GetBBoxCenterScale`` (padding), ``MaskBackground`` (dimming at full
+resolution), ``TopdownAffine`` (UDP warp, aspect fix), ``UDPHeatmap.decode``
+(argmax + ``refine_keypoints_dark_udp``) and
 ``TopdownPoseEstimator.add_pred_to_datasample`` (back to image coordinates).
 """
 
@@ -59,18 +61,18 @@ def crop_people(
     masks: torch.Tensor | None = None,
     mask_alpha: float = 0.0,
 ) -> CropBatch:
-    """UDP-affine crops of every box in one ``grid_sample``.
+    """UDP-affine crops of every box, bilinear with zero padding (``cv2.warpAffine``).
 
     Args:
-        image: (3, H, W) float RGB, 0-255, on the target device.
+        image: (3, H, W) float RGB, 0-255 (whole numbers), on the target device.
         boxes: (N, 4) xyxy.
-        masks: (N, H, W) bool/float person masks; with ``mask_alpha`` > 0 each
-            crop's background is dimmed: ``crop * ((1 - alpha) + alpha * mask)``
-            (MaskPose conditioning, applied after warping both).
+        masks: (N, H, W) bool person masks (MaskPose conditioning, used when
+            ``mask_alpha`` > 0): person i's crop is cut from the image dimmed at
+            full resolution, ``round(img * (1 - alpha) + img * mask_i * alpha)``
+            as the reference's ``cv2.addWeighted`` gives it, and only then warped.
+            An all-True mask leaves the crop undimmed.
     """
-    n = len(boxes)
     w_out, h_out = input_size
-    _, height, width = image.shape
     centers, scales = boxes_to_center_scale(boxes.float(), input_size, padding)
     dev = image.device
     # Output pixel (x', y') samples source x = x' * s_w / (w_out - 1) + c_x - s_w / 2 (UDP).
@@ -78,22 +80,66 @@ def crop_people(
     ys = torch.arange(h_out, device=dev, dtype=torch.float32)
     src_x = xs[None] * (scales[:, :1] / (w_out - 1)) + (centers[:, :1] - scales[:, :1] / 2)
     src_y = ys[None] * (scales[:, 1:] / (h_out - 1)) + (centers[:, 1:] - scales[:, 1:] / 2)
+    if masks is not None and mask_alpha > 0:
+        crops = _dimmed_bilinear(image, masks, src_x, src_y, mask_alpha)
+    else:
+        crops = _bilinear(image, src_x, src_y)
+    return CropBatch(crops, centers, scales)
+
+
+def _bilinear(image: torch.Tensor, src_x: torch.Tensor, src_y: torch.Tensor) -> torch.Tensor:
+    """One ``grid_sample`` of the shared image at the separable source
+    coordinates ``src_x`` (N, w_out), ``src_y`` (N, h_out): (N, 3, h_out, w_out)."""
+    _, height, width = image.shape
+    n, w_out, h_out = len(src_x), src_x.shape[1], src_y.shape[1]
     # align_corners=True: -1 and 1 are the centres of the first and last pixel.
-    gx = src_x / max(width - 1, 1) * 2 - 1  # (N, w_out)
-    gy = src_y / max(height - 1, 1) * 2 - 1  # (N, h_out)
+    gx = src_x / max(width - 1, 1) * 2 - 1
+    gy = src_y / max(height - 1, 1) * 2 - 1
     grid = torch.stack(
         [gx[:, None, :].expand(n, h_out, w_out), gy[:, :, None].expand(n, h_out, w_out)], dim=-1
     )
-    crops = F.grid_sample(
+    return F.grid_sample(
         image[None].expand(n, -1, -1, -1), grid, mode="bilinear", padding_mode="zeros",
         align_corners=True,
     )
-    if masks is not None and mask_alpha > 0:
-        crop_masks = F.grid_sample(
-            masks[:, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True
-        )
-        crops = crops * ((1 - mask_alpha) + mask_alpha * crop_masks)
-    return CropBatch(crops, centers, scales)
+
+
+def _dimmed_bilinear(
+    image: torch.Tensor, masks: torch.Tensor, src_x: torch.Tensor, src_y: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """Bilinear crops of each person's own dimmed image, without making it.
+
+    The dimmed image of person i differs from the original only through its
+    mask, so each crop pixel gathers its 4 source neighbours from the shared
+    image and from mask i, dims those values as the reference does at full
+    resolution (rounded, as its uint8 image is) and interpolates them: N
+    full-resolution images are never materialised, only N x 3 x h x w values
+    per neighbour.
+    """
+    _, height, width = image.shape
+    n, w_out, h_out = len(src_x), src_x.shape[1], src_y.shape[1]
+    flat_image = image.reshape(3, -1)
+    flat_masks = masks.reshape(n, -1)
+    x0, y0 = src_x.floor(), src_y.floor()
+    fx, fy = src_x - x0, src_y - y0
+    x0, y0 = x0.long(), y0.long()
+    keep, dim = 1.0 - alpha, alpha
+    crops = image.new_zeros((3, n, h_out, w_out))
+    for dy in (0, 1):
+        yy = y0 + dy
+        # Zero weight outside the image: cv2's BORDER_CONSTANT / grid_sample's zeros.
+        wy = (fy if dy else 1 - fy) * ((yy >= 0) & (yy < height))
+        row = yy.clamp(0, height - 1) * width
+        for dx in (0, 1):
+            xx = x0 + dx
+            wx = (fx if dx else 1 - fx) * ((xx >= 0) & (xx < width))
+            index = row[:, :, None] + xx.clamp(0, width - 1)[:, None, :]  # (N, h_out, w_out)
+            values = flat_image[:, index]  # (3, N, h_out, w_out)
+            inside = flat_masks.gather(1, index.reshape(n, -1)).reshape(index.shape).to(values.dtype)
+            # addWeighted(img, 1 - a, img * m, a, 0): the sum in float32, rounded half to even.
+            dimmed = torch.round(values * keep + (values * inside) * dim)
+            crops += dimmed * (wy[:, :, None] * wx[:, None, :])
+    return crops.permute(1, 0, 2, 3).contiguous()
 
 
 def gaussian_kernel1d(size: int, device: torch.device) -> torch.Tensor:

@@ -33,6 +33,8 @@ FRAME_LOG = "frames.jsonl"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..weights import add_trust_argument
+
     parser.add_argument("input", help="video file (mp4, mov, mkv, avi, ...)")
     parser.add_argument("--config", required=True, help="config file, e.g. configs/bmp_lite.py")
     parser.add_argument("--out", required=True, help="output folder")
@@ -48,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights-dir", action="append", default=[], metavar="DIR",
         help="folder with checkpoint files, searched before the cache (repeatable)",
     )
+    add_trust_argument(parser)
     prior = parser.add_mutually_exclusive_group()
     prior.add_argument("--prior", dest="prior", action="store_true", default=None,
                        help="seed each frame with the previous frame's tracks (video.prior)")
@@ -129,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from ..coco import write_json_atomic
+    from ..coco import output_folder, write_json_atomic
     from ..config import ConfigError
     from ..vis import draw_instances
     from .io import VideoError, VideoReader, VideoWriter
@@ -145,8 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     if end is not None and end <= start:
         raise ConfigError(f"--end ({end}) must come after --start ({start})")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out)
     log_path, sig_path = out / FRAME_LOG, out / "run.json"
     signature = _signature(args, reader.path, start, end)
     if args.overwrite:

@@ -7,9 +7,14 @@ decoder has a timeout: a file that stalls the demuxer or decoder ends in a
 of phone videos is applied) as (H, W, 3) uint8 RGB.
 
 The writer produces H.264 MP4 (PyAV) or MPEG-4 Part 2 MP4 (OpenCV). With PyAV
-the file is a fragmented MP4 encoded without lookahead and flushed per packet,
-so a killed process leaves a file that plays up to its last frame but one; a
-normal close or Ctrl-C finishes it completely.
+the file is a fragmented MP4 with one fragment per frame, encoded without
+lookahead and fsynced per frame, so a killed process (even SIGKILL) leaves a file
+that plays up to its last frame but one (:attr:`VideoWriter.frames_on_disk`).
+The newest frame cannot be on disk yet: the mov muxer closes a fragment only
+when the next packet arrives (it needs that packet's time for the duration), and
+PyAV has no call to flush it earlier. A normal close or Ctrl-C finishes the file
+completely. OpenCV's MP4 has its index at the end: a killed run leaves nothing
+playable.
 """
 
 from __future__ import annotations
@@ -391,6 +396,7 @@ class VideoWriter:
         self.frames_written = 0
         self._container: Any = None
         self._stream: Any = None
+        self._file: Any = None  # our own handle on the MP4, to fsync it
         self._cv: cv2.VideoWriter | None = None
 
     def _open(self, h: int, w: int) -> None:
@@ -399,10 +405,20 @@ class VideoWriter:
             import av
 
             rate = Fraction(round(self.fps * 1000), 1000)
-            self._container = av.open(
-                str(self.path), "w", format="mp4",
-                options={"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"},
-            )
+            # Our own handle, to fsync; close() closes it after the container.
+            self._file = open(self.path, "wb")  # noqa: SIM115
+            try:
+                # frag_every_frame, not frag_keyframe: keyframe fragments left up to
+                # a GOP (a second) of frames only in memory, lost on a kill.
+                self._container = av.open(
+                    self._file, "w", format="mp4",
+                    options={"movflags": "frag_every_frame+empty_moov+default_base_moof",
+                             "flush_packets": "1"},
+                )
+            except BaseException:
+                self._file.close()
+                self._file = None
+                raise
             self._stream = self._container.add_stream("libx264", rate=rate)
             self._stream.width, self._stream.height = w, h
             self._stream.pix_fmt = "yuv420p"
@@ -429,9 +445,26 @@ class VideoWriter:
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
+            # Muxing this packet wrote the previous frame's fragment; fsync it before
+            # the caller logs this frame, so the log never runs two frames ahead of
+            # the disk, not even after a power cut.
+            self._file.flush()
+            os.fsync(self._file.fileno())
         else:
             self._cv.write(image)
         self.frames_written += 1
+
+    @property
+    def frames_on_disk(self) -> int:
+        """Frames a player decodes from the file as it is now, should the process
+        die: all written but the newest while a PyAV file is open (its fragment
+        closes with the next frame or :meth:`close`), all once closed; 0 for an
+        open OpenCV file (its index is written at the end)."""
+        if self._container is not None:
+            return max(self.frames_written - 1, 0)
+        if self._cv is not None:
+            return 0
+        return self.frames_written
 
     def close(self) -> None:
         """Flush the encoder and finish the file (safe to call twice)."""
@@ -441,7 +474,11 @@ class VideoWriter:
                 for packet in self._stream.encode():
                     container.mux(packet)
             finally:
-                container.close()
+                try:
+                    container.close()
+                finally:
+                    file, self._file = self._file, None
+                    file.close()
         if self._cv is not None:
             self._cv.release()
             self._cv = None

@@ -30,7 +30,7 @@ import numpy as np
 from ..config import ConfigError, load_config
 from ..loop import BMP
 from ..structures import Instances
-from ..weights import WeightsError
+from ..weights import UntrustedCheckpointError, WeightsError
 from .config import VideoConfig
 from .io import Frame, VideoError, VideoReader
 from .records import frame_record, record_to_instances
@@ -55,6 +55,8 @@ def build_propagator(
     cfg.pop("type", None)  # room for other propagators; SAM 2 memory is the only one
     try:
         return SAM2MemoryPropagator(device=device, weights_dirs=weights_dirs, **cfg)
+    except UntrustedCheckpointError:
+        raise  # a refused file is the user's decision to make, not a missing download
     except WeightsError as exc:
         logger.warning("SAM 2 mask propagation is off: its weights are not available (%s)", exc)
         return None

@@ -43,6 +43,8 @@ class SAM2MemoryPropagator:
         max_cond_frames: conditioning (BMP-mask) frames kept per track.
         image_size: the model's square input side (default: the config's, 1024);
             smaller is faster and coarser.
+        trust_checkpoint: allow fully unpickling an unregistered checkpoint
+            file that holds more than tensors (see :func:`bmp.weights.check_trusted`).
     """
 
     def __init__(
@@ -54,14 +56,16 @@ class SAM2MemoryPropagator:
         max_cond_frames: int = 2,
         image_size: int | None = None,
         strict: bool = True,
+        trust_checkpoint: bool = False,
     ) -> None:
         from sam2.build_sam import build_sam2_video_predictor
 
         path = resolve_checkpoint(checkpoint, weights_dirs)
         overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
+        # ckpt_path=None: sam2's _load_checkpoint would torch.load the file itself.
         model = build_sam2_video_predictor(config, ckpt_path=None, device="cpu", mode="eval",
                                            hydra_overrides_extra=overrides)
-        load_weights(model, path, strict=strict)
+        load_weights(model, path, strict=strict, trusted=trust_checkpoint)
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.max_cond_frames = max(1, int(max_cond_frames))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..coco import instances_to_coco, scan_jsonl
+from ..coco import OutputError, atomic_write, instances_to_coco, is_log_record, scan_jsonl
 from ..structures import NUM_KEYPOINTS, Instances
 
 
@@ -87,8 +86,9 @@ def record_to_instances(record: dict[str, Any]) -> Instances:
 class FrameLog:
     """Per-frame records appended to a JSONL file, resumable, memory-bounded.
 
-    Opening an existing log indexes it (key -> byte offset) and truncates a torn
-    last line left by a crash; :meth:`get` reads one record back.
+    Opening an existing log indexes it (key -> byte offset), truncates a torn
+    last line left by a crash and drops corrupt lines elsewhere with a warning
+    (:func:`bmp.coco.scan_jsonl`); :meth:`get` reads one record back.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -98,7 +98,7 @@ class FrameLog:
             self._index()
 
     def _index(self) -> None:
-        for offset, record in scan_jsonl(self.path, valid=lambda r: isinstance(r, dict) and "file" in r):
+        for offset, record in scan_jsonl(self.path, valid=is_log_record):
             self.offsets[record["file"]] = offset
 
     def __contains__(self, key: str) -> bool:
@@ -114,40 +114,38 @@ class FrameLog:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record and fsync it, so a crash loses at most the frame in flight."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
-            offset = f.tell()
-            f.write((json.dumps(record) + "\n").encode())
-            f.flush()
-            os.fsync(f.fileno())
+        line = (json.dumps(record) + "\n").encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab") as f:
+                offset = f.tell()
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise OutputError(f"cannot append to {self.path}: {exc.strerror or exc}") from None
         self.offsets[record["file"]] = offset
 
     def records(self) -> Iterator[dict[str, Any]]:
-        """Every record, in file order, streamed."""
-        if not self.path.exists():
+        """Every record, in frame order, streamed (a frame recomputed after a
+        corrupt line was dropped sits at the end of the file, not in its place)."""
+        if not self.offsets:
             return
+        # Keys share the video name and zero-padded index: (length, text) is frame order.
         with open(self.path, "rb") as f:
-            for line in f:
-                yield json.loads(line)
+            for key in sorted(self.offsets, key=lambda k: (len(k), k)):
+                f.seek(self.offsets[key])
+                yield json.loads(f.readline())
 
     def write_results(self, path: str | os.PathLike) -> int:
         """All frames' COCO results as one JSON list, streamed to a temp file and
         renamed into place (atomic); returns how many were written."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         count = 0
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write("[")
-                for record in self.records():
-                    for result in record.get("results", []):
-                        f.write((", " if count else "") + json.dumps(result))
-                        count += 1
-                f.write("]")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as f:
+            f.write("[")
+            for record in self.records():
+                for result in record.get("results", []):
+                    f.write((", " if count else "") + json.dumps(result))
+                    count += 1
+            f.write("]")
         return count

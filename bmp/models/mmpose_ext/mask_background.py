@@ -6,15 +6,22 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmpose.registry import TRANSFORMS
 
+from ..mask_condition import dim_background, filled_contour_mask, rasterize_polygons
+
 
 @TRANSFORMS.register_module()
 class MaskBackground(BaseTransform):
-    """Dim the image outside the person's mask: ``img * ((1 - alpha) + alpha * mask)``.
+    """Dim the full-resolution image outside the person's mask, as the
+    reference does: ``cv2.addWeighted(img, 1 - alpha, img * mask, alpha, 0)``.
 
-    The mask is read from ``results['mask']`` ((H, W) bool, as bmp passes it) or
-    from ``results['segmentation']`` (COCO polygons or RLE, as datasets give it).
-    Without a mask the image is left unchanged, unless ``continue_on_failure``
-    is False. Place it after ``GetBBoxCenterScale`` and before ``TopdownAffine``.
+    The mask is read from ``results['segmentation']`` (COCO polygons or RLE:
+    what the reference pipeline and datasets give; bmp's per-sample pose path
+    passes the polygons of :func:`bmp.models.mask_condition.mask_polygons`) or
+    from ``results['mask']`` ((H, W) bool), which is first turned into the
+    reference's filled external contours. A sample without a mask, or whose
+    mask gives no polygon, is left unchanged, unless ``continue_on_failure``
+    is False. Place it after ``GetBBoxCenterScale`` and before ``TopdownAffine``
+    (which then warps the dimmed image).
 
     Args:
         alpha: how much of the background is removed (MaskPose: 0.2-0.25).
@@ -29,30 +36,29 @@ class MaskBackground(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         img = results["img"]
-        mask = results.get("mask")
-        if mask is None and results.get("segmentation") is not None:
+        mask = None
+        if results.get("segmentation") is not None:
             mask = _decode_segmentation(results["segmentation"], img.shape[:2])
+        elif results.get("mask") is not None:
+            mask = filled_contour_mask(np.asarray(results["mask"], dtype=bool))
         if mask is None:
             if not self.continue_on_failure:
                 raise ValueError("MaskBackground: the sample has no mask")
             return results
-        factor = (1.0 - self.alpha) + self.alpha * np.asarray(mask, dtype=np.float32)
-        out = img.astype(np.float32) * factor[..., None]
-        results["img"] = np.clip(out + 0.5, 0, 255).astype(img.dtype) if img.dtype == np.uint8 else out
+        results["img"] = dim_background(img, mask, self.alpha)
         return results
 
     def __repr__(self) -> str:
         return f"MaskBackground(alpha={self.alpha}, continue_on_failure={self.continue_on_failure})"
 
 
-def _decode_segmentation(segmentation, size: tuple[int, int]) -> np.ndarray:
+def _decode_segmentation(segmentation: list | dict, size: tuple[int, int]) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
     h, w = size
     if isinstance(segmentation, list):
-        rles = mask_utils.frPyObjects(segmentation, h, w)
-        rle = mask_utils.merge(rles)
-    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        return rasterize_polygons(segmentation, h, w)
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
         rle = mask_utils.frPyObjects(segmentation, h, w)
     else:
         rle = segmentation

@@ -34,6 +34,8 @@ class Pose2SegSegmenter:
         mask_thr: probability threshold of the pasted-back mask.
         max_pixels: people are pasted back in groups of at most this many
             (people x image pixels) values, to bound memory on large images.
+        trust_checkpoint: allow fully unpickling an unregistered checkpoint
+            file that holds more than tensors (see :func:`bmp.weights.check_trusted`).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class Pose2SegSegmenter:
         device: str = "cpu",
         weights_dirs: Sequence[str] = (),
         strict: bool = True,
+        trust_checkpoint: bool = False,
     ) -> None:
         network = dict(network or {})
         if checkpoint is None and network.get("templates") is None:
@@ -54,7 +57,7 @@ class Pose2SegSegmenter:
         if checkpoint is not None:
             path = resolve_checkpoint(checkpoint, weights_dirs)
             try:
-                load_weights(self.net, path, strict=strict)
+                load_weights(self.net, path, strict=strict, trusted=trust_checkpoint)
             except WeightsError:
                 raise
             except RuntimeError as exc:  # shape mismatches escape load_state_dict(strict=False)

@@ -1,0 +1,133 @@
+"""One JSON and one Markdown table from several ``bmp bench --json`` reports and
+a pytest junit file: the summary that ``tools/gpu_acceptance.sh`` writes.
+
+    python -m bmp.bench_report --out DIR [--pytest junit.xml] [--status NAME=RC]... NAME=bench.json...
+
+writes ``DIR/acceptance.json`` and ``DIR/acceptance.md``. A report that is
+missing (its run failed) is listed as such rather than stopping the merge, so
+the summary always says what ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+
+def load_pytest(path: str | Path) -> dict[str, Any] | None:
+    """Counts and failed test ids of a ``--junitxml`` file; None if absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    counts = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
+    failed = [
+        f"{case.get('classname')}::{case.get('name')}"
+        for case in root.iter("testcase")
+        if case.find("failure") is not None or case.find("error") is not None
+    ]
+    counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+    return {**counts, "failed": failed}
+
+
+def merge(
+    runs: dict[str, dict[str, Any] | None],
+    pytest: dict[str, Any] | None = None,
+    status: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """``runs``: run name -> a bench report (None: the run left no report).
+    Adds ``rows``, one per run, mode and input, for the table."""
+    rows = []
+    for name, report in runs.items():
+        if report is None:
+            continue
+        for mode, data in report["modes"].items():
+            inputs = [("images", data["images"])] if data["images"]["runs_timed"] else []
+            inputs += [(f"{count} people", row) for count, row in data["scaling"].items()]
+            for label, row in inputs:
+                key = "images" if label == "images" else label.split()[0]
+                speedup = report.get("speedup", {}).get(key) if mode == "batched" else None
+                rows.append({
+                    "run": name, "mode": mode, "input": label, "people": row["people"],
+                    "total_ms": row["total_ms"], "images_per_s": row["images_per_s"],
+                    "speedup_vs_naive": speedup, "peak_cuda_mb": report.get("peak_cuda_mb"),
+                })
+    devices = sorted({r["device"] for r in runs.values() if r is not None})
+    return {"devices": devices, "status": dict(status or {}), "pytest": pytest, "runs": runs, "rows": rows}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def markdown(merged: dict[str, Any]) -> str:
+    lines = ["# GPU acceptance", ""]
+    if merged["devices"]:
+        lines += [f"Device: {', '.join(merged['devices'])}", ""]
+    if merged["status"]:
+        lines += ["| step | exit status |", "|---|---|"]
+        for step, rc in merged["status"].items():
+            lines.append(f"| {step} | {'ok' if rc == 0 else f'FAILED ({rc})'} |")
+        lines.append("")
+    pytest = merged["pytest"]
+    if pytest is not None:
+        lines.append(f"pytest -m cuda: {pytest['passed']} passed, {pytest['failures']} failed, "
+                     f"{pytest['errors']} errors, {pytest['skipped']} skipped")
+        lines += [f"- failed: `{name}`" for name in pytest["failed"]]
+        lines.append("")
+    missing = [name for name, report in merged["runs"].items() if report is None]
+    lines += [f"bench `{name}`: no report (the run failed)" for name in missing]
+    if missing:
+        lines.append("")
+    if merged["rows"]:
+        lines += ["| run | mode | input | people | total ms | img/s | batched speed-up | peak CUDA MB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in merged["rows"]:
+            lines.append("| " + " | ".join(_cell(r[k]) for k in (
+                "run", "mode", "input", "people", "total_ms", "images_per_s", "speedup_vs_naive",
+                "peak_cuda_mb")) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(out: str | Path, merged: dict[str, Any]) -> tuple[Path, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "acceptance.json", out / "acceptance.md"
+    json_path.write_text(json.dumps(merged, indent=1))
+    md_path.write_text(markdown(merged))
+    return json_path, md_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bmp.bench_report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for acceptance.json and acceptance.md")
+    parser.add_argument("--pytest", default=None, help="a pytest --junitxml file")
+    parser.add_argument("--status", action="append", default=[], metavar="NAME=RC",
+                        help="a step's exit status, repeatable")
+    parser.add_argument("runs", nargs="*", metavar="NAME=JSON", help="bench reports (bmp bench --json)")
+    args = parser.parse_args(argv)
+    runs: dict[str, dict[str, Any] | None] = {}
+    for item in args.runs:
+        name, _, path = item.partition("=")
+        file = Path(path)
+        runs[name] = json.loads(file.read_text()) if file.is_file() else None
+    status = {}
+    for item in args.status:
+        name, _, rc = item.partition("=")
+        status[name] = int(rc)
+    merged = merge(runs, load_pytest(args.pytest) if args.pytest else None, status)
+    json_path, md_path = write(args.out, merged)
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

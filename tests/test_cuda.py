@@ -1,0 +1,267 @@
+"""The loop on a CUDA GPU (issue 14's CUDA checks); every test is skipped with a
+reason where ``torch.cuda.is_available()`` is False, so the module imports and
+skips cleanly on CPU machines and in CI. ``tools/gpu_acceptance.sh`` runs them
+with ``pytest -m cuda``.
+
+The tolerances are the issue's targets, not values measured on a GPU: no GPU
+was available when these tests were written. Where random weights make a
+comparison fragile (flat pose heatmaps whose argmax can jump), that is noted
+at the test.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from bmp import BMP
+from bmp.masks import component_areas, exclusive_masks, fill_small_regions, mask_iou, mask_out
+from tests.conftest import COCO_ANN, COCO_DIR, ROOT
+from tests.tiny_models import CSPNEXT_T_UDP, SAM21_T, tiny_config
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(),
+                       reason="needs a CUDA GPU (torch.cuda.is_available() is False)"),
+]
+
+DEVICE = "cuda"
+
+
+def same_people(a, b, kpt_px: float, min_mask_iou: float) -> None:
+    """Same count and iterations, keypoints within ``kpt_px``, each mask that
+    either side has with IoU >= ``min_mask_iou``."""
+    assert len(a) == len(b)
+    np.testing.assert_array_equal(a.iteration, b.iteration)
+    if len(a):
+        assert np.abs(a.keypoints - b.keypoints).max() <= kpt_px
+        either = a.masks.any((1, 2)) | b.masks.any((1, 2))
+        assert (np.diag(mask_iou(a.masks, b.masks))[either] >= min_mask_iou).all()
+
+
+def tiny_cuda_config(tiny_weights: Path, **loop) -> dict:
+    cfg = tiny_config(tiny_weights, detector="rtmdet_tiny_confident.pth", **loop)
+    cfg["pose"].update(config=CSPNEXT_T_UDP, checkpoint=str(tiny_weights / "cspnext_t_udp_random.pth"))
+    cfg["segmenter"]["prompts"]["score_thr"] = 0.0  # random pose weights are never confident
+    return cfg
+
+
+def full_random_config(**loop):
+    """The published config's architectures (RTMDet-Ins-L, ViTPose-B, SAM 2.1
+    Hiera-B+) at random init, prompted as ``bmp bench --random-init`` does."""
+    from bmp.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "bmp_rtmdet_vitpose_sam2.py")
+    for section in ("detector", "pose", "segmenter"):
+        cfg[section]["checkpoint"] = None
+    cfg.segmenter.prompts.update(score_thr=0.0, visibility_thr=0.0)
+    cfg.loop.update(oks_kpt_thr=0.0, **loop)
+    return cfg
+
+
+def scene(count: int):
+    """A real image with exactly ``count`` pasted people (as ``bmp bench``)."""
+    from bmp.bench import make_scenes
+    from bmp.images import expand_inputs
+
+    return make_scenes(expand_inputs([COCO_DIR]), COCO_ANN, [count])[0]
+
+
+def predict_scene(bmp: BMP, scn) -> object:
+    """The loop on ``scn`` with the bench's known-people detector (the real
+    detector still runs on the device); the first pass finds 80 %."""
+    from bmp.bench import KnownPeople
+
+    detector = bmp.detector
+    bmp.detector = KnownPeople(detector, scn)
+    try:
+        return bmp.predict(scn.image)
+    finally:
+        bmp.detector = detector
+
+
+# The batched loop equals the reference schedule --------------------------------
+
+
+def test_batched_loop_equals_naive_loop_on_cuda(tiny_weights):
+    """tests/test_naive_equivalence.py on the GPU: keypoints within 0.5 px,
+    mask IoU >= 0.99."""
+    cfg = tiny_config(tiny_weights)
+    cfg["detector"] = dict(type="GroundTruthDetector", ann_file=str(COCO_ANN), min_area=32 * 32)
+    cfg["pose"].update(config=CSPNEXT_T_UDP, checkpoint=str(tiny_weights / "cspnext_t_udp_random.pth"))
+    cfg["segmenter"]["prompts"]["score_thr"] = 0.0
+    bmp = BMP.from_config(cfg, device=DEVICE)
+    assert bmp.pose.batched
+    image = COCO_DIR / "000000197388.jpg"
+    batched = bmp.predict(image)
+    bmp.loop = replace(bmp.loop, naive=True)
+    naive = bmp.predict(image)
+    assert len(batched) == 10  # 5 ground-truth people, repeated by iteration 2
+    same_people(batched, naive, kpt_px=0.5, min_mask_iou=0.99)
+
+
+# bf16 against fp32 ---------------------------------------------------------------
+
+
+def test_bf16_gives_the_fp32_people_with_the_full_architectures():
+    """Same people, keypoints within 2 px, mask IoU >= 0.95 (the issue's
+    targets). Random weights give nearly flat heatmaps, so a keypoint's argmax
+    may move further under bf16 than it would with trained weights: a failure
+    here is worth a look at the margins before it is taken as a bf16 bug."""
+    torch.manual_seed(0)
+    bmp = BMP.from_config(full_random_config(), device=DEVICE)
+    scn = scene(10)
+    predict_scene(bmp, scn)  # warm-up (cuDNN autotuning, lazy allocations)
+    fp32 = predict_scene(bmp, scn)
+    bmp.loop = replace(bmp.loop, precision="bf16")
+    bf16 = predict_scene(bmp, scn)
+    assert len(fp32) == 10
+    same_people(fp32, bf16, kpt_px=2.0, min_mask_iou=0.95)
+
+
+# torch.compile -------------------------------------------------------------------
+
+
+def test_inductor_compiled_loop_gives_the_same_people_on_cuda(tiny_weights, coco_images):
+    """tests/test_compile.py with the real backend on the GPU."""
+    plain = BMP.from_config(tiny_cuda_config(tiny_weights), device=DEVICE)
+    compiled = BMP.from_config(tiny_cuda_config(tiny_weights, compile="inductor"), device=DEVICE)
+    image = coco_images[2]
+    compiled.predict(image)  # compiles
+    a, b = plain.predict(image), compiled.predict(image)
+    assert len(a) >= 2
+    same_people(a, b, kpt_px=0.5, min_mask_iou=0.99)
+
+
+# Device paths against the host versions -------------------------------------------
+
+
+def _cv2_areas(region: np.ndarray) -> np.ndarray:
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+    return np.where(region, stats[labels, cv2.CC_STAT_AREA], 0)
+
+
+def test_component_areas_on_cuda_equal_opencv():
+    from tests.test_device_resident import shapes
+
+    rng = np.random.default_rng(0)
+    masks = np.concatenate([shapes(rng), rng.random((2, 64, 80)) > 0.45])
+    for region in (masks, ~masks):
+        got = component_areas(torch.from_numpy(region).to(DEVICE))
+        assert got.device.type == "cuda"
+        np.testing.assert_array_equal(got.cpu().numpy(), np.stack([_cv2_areas(m) for m in region]))
+
+
+def test_fill_small_regions_on_cuda_equals_host():
+    from tests.test_device_resident import shapes
+
+    masks = shapes(np.random.default_rng(1))
+    logits = torch.from_numpy(np.where(masks, 5.0, -5.0).astype(np.float32))
+    host = fill_small_regions(logits, 0.0, max_hole_area=10, max_sprinkle_area=50)
+    device = fill_small_regions(logits.to(DEVICE), 0.0, max_hole_area=10, max_sprinkle_area=50)
+    torch.testing.assert_close(device.cpu(), host, rtol=0, atol=0)
+
+
+def test_dense_exclusivity_on_cuda_equals_contested_on_host():
+    rng = np.random.default_rng(3)
+    masks = torch.from_numpy(rng.random((7, 50, 60)) > 0.5)
+    scores = rng.choice([0.2, 0.5, 0.9], 7).astype(np.float32)  # ties: the earlier mask wins
+    host = exclusive_masks(masks, scores, dense=False)
+    dense = exclusive_masks(masks.to(DEVICE), scores)  # the default on a GPU
+    assert dense.device.type == "cuda"
+    assert torch.equal(dense.cpu(), host)
+
+
+def test_sam_encodes_on_cuda_like_sam2s_predictor(tiny_weights, coco_images):
+    """Our device-side resize and normalisation against sam2's own CPU
+    transforms; both run the encoder on the GPU. Tolerance not measured: the
+    inputs differ by CUDA vs CPU bilinear rounding only."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from bmp.images import load_image
+    from bmp.models.segmenters import SAM2Segmenter
+
+    segmenter = SAM2Segmenter(config=SAM21_T, checkpoint=str(tiny_weights / "sam21_hiera_t_random.pt"),
+                              device=DEVICE)
+    image = load_image(coco_images[1])
+    reference = SAM2ImagePredictor(segmenter.predictor.model)
+    with torch.inference_mode():
+        reference.set_image(image)
+        segmenter.set_image(torch.from_numpy(image).to(DEVICE))
+    ours = segmenter.predictor
+    assert ours._orig_hw == reference._orig_hw == [image.shape[:2]]
+    close = dict(rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(ours._features["image_embed"], reference._features["image_embed"], **close)
+    for a, b in zip(ours._features["high_res_feats"], reference._features["high_res_feats"], strict=True):
+        torch.testing.assert_close(a, b, **close)
+
+
+# Host synchronisation ---------------------------------------------------------------
+
+
+def test_mask_out_on_cuda_does_not_sync():
+    image = torch.randint(0, 255, (480, 640, 3), dtype=torch.uint8, device=DEVICE)
+    masks = torch.rand((12, 480, 640), device=DEVICE) > 0.9
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = mask_out(image, masks)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    out, under, image = out.cpu(), masks.any(0).cpu(), image.cpu()
+    assert (out[under] == 0).all() and torch.equal(out[~under], image[~under])
+
+
+def count_syncs(fn) -> tuple[object, Counter]:
+    """Run ``fn()`` with torch's sync debugging at "warn"; count the syncs by
+    the innermost bmp (or mmdet/mmpose/sam2) frame that caused each."""
+    import traceback
+
+    sites: Counter = Counter()
+    show = warnings.showwarning
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if "synchronizing" not in str(message):
+            return show(message, category, filename, lineno, file, line)
+        frames = [f for f in traceback.extract_stack()[:-1]
+                  if any(p in f.filename for p in ("/bmp/", "/mmdet/", "/mmpose/", "/sam2/"))]
+        sites[f"{Path(frames[-1].filename).name}:{frames[-1].name}" if frames else "?"] += 1
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            warnings.showwarning = show
+    return result, sites
+
+
+def test_host_syncs_do_not_grow_with_the_number_of_people(tiny_weights):
+    """Inside an iteration the only host transfers allowed are the per-person
+    records (boxes, scores, keypoints: one transfer per array, whatever the
+    number of people) and the stage timers. So the number of syncs in a call
+    must not depend on how many people are in the image; a sync per person,
+    per mask or per data-dependent round would make it grow. On failure the
+    message lists the call sites of both runs."""
+    cfg = tiny_cuda_config(tiny_weights, oks_kpt_thr=0.0)  # as `bmp bench --random-init`
+    cfg["segmenter"]["prompts"]["visibility_thr"] = 0.0
+    bmp = BMP.from_config(cfg, device=DEVICE)
+    few, many = scene(5), scene(20)
+    predict_scene(bmp, few)
+    predict_scene(bmp, many)  # warm-up at both sizes
+    people_few, syncs_few = count_syncs(lambda: predict_scene(bmp, few))
+    people_many, syncs_many = count_syncs(lambda: predict_scene(bmp, many))
+    assert (len(people_few), len(people_many)) == (5, 20)
+    assert sum(syncs_many.values()) <= sum(syncs_few.values()), (
+        f"5 people: {dict(syncs_few)}\n20 people: {dict(syncs_many)}")
