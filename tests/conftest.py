@@ -45,3 +45,15 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 def rng_pose(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 100, size=(17, 2)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def people_with_masks():
+    """A shared COCO image with its ground-truth people (boxes and masks)."""
+    from bmp.images import load_image
+    from bmp.models.detectors import GroundTruthDetector
+
+    det = GroundTruthDetector(str(COCO_ANN), min_area=32 * 32)
+    det.select("000000197388.jpg")
+    image = load_image(COCO_DIR / "000000197388.jpg")
+    return image, det.detect(image)

@@ -11,15 +11,12 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from bmp.images import load_image
-from bmp.models.detectors import GroundTruthDetector
 from bmp.models.mask_condition import (
     dim_background,
     filled_contour_mask,
     filled_contour_masks,
     mask_polygons,
 )
-from tests.conftest import COCO_ANN, COCO_DIR
 
 INPUT = (192, 256)
 
@@ -54,14 +51,6 @@ def random_masks(rng: np.random.Generator, count: int) -> list[np.ndarray]:
             m ^= rng.random((h, w)) > 0.93  # holes and specks
         masks.append(m)
     return masks
-
-
-@pytest.fixture(scope="module")
-def people_with_masks():
-    det = GroundTruthDetector(str(COCO_ANN), min_area=32 * 32)
-    det.select("000000197388.jpg")
-    image = load_image(COCO_DIR / "000000197388.jpg")
-    return image, det.detect(image)
 
 
 def test_holes_are_filled_and_specks_dropped():

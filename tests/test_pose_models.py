@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bmp.images import load_image
-from bmp.models.detectors import GroundTruthDetector
-from tests.conftest import COCO_ANN, COCO_DIR
+from tests.conftest import COCO_DIR
 
 PMPOSE = "configs/pose/pmpose-b.py"
 MASKPOSE = "configs/pose/maskpose-b.py"
@@ -49,14 +47,6 @@ def maskpose_100_weights(tmp_path_factory):
     torch.save({"state_dict": build_random(MASKPOSE_100, seed=4).state_dict(), "meta": {}},
                folder / CHECKPOINTS["maskpose-b-1.0.0"].filename)
     return folder
-
-
-@pytest.fixture(scope="module")
-def people_with_masks():
-    det = GroundTruthDetector(str(COCO_ANN), min_area=32 * 32)
-    det.select("000000197388.jpg")
-    image = load_image(COCO_DIR / "000000197388.jpg")
-    return image, det.detect(image)
 
 
 def test_pmpose_state_dict_has_the_published_layout():
