@@ -17,6 +17,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from .coco import write_text_atomic
+
 
 def load_pytest(path: str | Path) -> dict[str, Any] | None:
     """Counts and failed test ids of a ``--junitxml`` file; None if absent."""
@@ -100,8 +102,8 @@ def write(out: str | Path, merged: dict[str, Any]) -> tuple[Path, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "acceptance.json", out / "acceptance.md"
-    json_path.write_text(json.dumps(merged, indent=1))
-    md_path.write_text(markdown(merged))
+    write_text_atomic(json_path, json.dumps(merged, indent=1))
+    write_text_atomic(md_path, markdown(merged))
     return json_path, md_path
 
 

@@ -14,18 +14,17 @@ import signal
 import subprocess
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import cv2
-import numpy as np
 import pytest
 
 from tests.conftest import COCO_DIR, MODELS_DIR, ROOT
+from tests.test_video_io import write_clip
 
 LITE = ROOT / "configs" / "bmp_lite.py"
-FRAMES, SIZE, FPS = 10, (320, 240), 25
+FRAMES, SIZE = 10, (320, 240)  # write_clip writes 25 fps
 KILL_AFTER = 3  # logged frames
 
 
@@ -33,22 +32,12 @@ def synth_clip(path: Path) -> Path:
     """Two people (a shared COCO image) panning across a small frame: fast to
     process on a CPU, and real people for the detector to find."""
     image = cv2.cvtColor(cv2.imread(str(COCO_DIR / "000000040083.jpg")), cv2.COLOR_BGR2RGB)
-    w, h = SIZE
-    container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=FPS)
-    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-    stream.codec_context.time_base = Fraction(1, FPS)
+    w = SIZE[0]
+    frames = []
     for i in range(FRAMES):
         x = round(i * (image.shape[1] - w * 1.2) / (FRAMES - 1))
-        crop = cv2.resize(image[:, x:x + round(w * 1.2)], SIZE, interpolation=cv2.INTER_AREA)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(crop), format="rgb24")
-        frame.pts, frame.time_base = i, stream.codec_context.time_base
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
+        frames.append(cv2.resize(image[:, x:x + round(w * 1.2)], SIZE, interpolation=cv2.INTER_AREA))
+    return write_clip(path, frames)  # 40 ms apart: 25 fps
 
 
 def logged_frames(log: Path) -> list[dict]:

@@ -19,10 +19,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from ..coco import write_json_atomic
+from ..masks import encode_rle
+from ..structures import mask_region
 
 
 @dataclass(frozen=True)
@@ -134,15 +135,11 @@ def _read(path: Path) -> np.ndarray:
     return image[..., ::-1].copy()
 
 
-def _rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
 def _box(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+    """COCO [x, y, w, h] of a non-empty mask."""
+    rows, cols = mask_region(mask)
+    x, y = float(cols.start), float(rows.start)
+    return [x, y, float(cols.stop) - x, float(rows.stop) - y]
 
 
 def _occluded(coco: COCO, ann: dict, pasted: np.ndarray) -> dict | None:
@@ -151,7 +148,7 @@ def _occluded(coco: COCO, ann: dict, pasted: np.ndarray) -> dict | None:
     if not visible.any():
         return None
     out = {k: v for k, v in ann.items() if k not in ("id", "image_id")}
-    out.update(segmentation=_rle(visible), area=float(visible.sum()), bbox=_box(visible))
+    out.update(segmentation=encode_rle(visible), area=float(visible.sum()), bbox=_box(visible))
     if "keypoints" in ann:
         kpts = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
         h, w = pasted.shape
@@ -172,6 +169,6 @@ def _moved_donor(donor: dict, pasted: np.ndarray, scale: float, crop_xy: tuple[i
     inside = (kpts[:, 0] >= 0) & (kpts[:, 0] < w) & (kpts[:, 1] >= 0) & (kpts[:, 1] < h)
     kpts[~inside] = 0
     kpts[kpts[:, 2] == 0, :2] = 0
-    return {"category_id": donor["category_id"], "iscrowd": 0, "segmentation": _rle(pasted),
+    return {"category_id": donor["category_id"], "iscrowd": 0, "segmentation": encode_rle(pasted),
             "area": float(pasted.sum()), "bbox": _box(pasted), "keypoints": kpts.reshape(-1).tolist(),
             "num_keypoints": int((kpts[:, 2] > 0).sum())}

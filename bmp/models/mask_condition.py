@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..structures import mask_region
+
 #: Region margin: the contour tracer and the polygon raster look one pixel
 #: beyond the mask; two keep the region's edge out of both.
 REGION_PAD = 2
@@ -48,38 +50,45 @@ def rasterize_polygons(polygons: list[np.ndarray], height: int, width: int) -> n
     return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
 
 
-def mask_region(mask: np.ndarray, pad: int = REGION_PAD) -> tuple[int, int, int, int] | None:
-    """The mask's bounding box grown by ``pad`` and clipped to the image:
-    (x0, y0, x1, y1), exclusive ends; None for an empty mask."""
-    rows = np.flatnonzero(mask.any(1))
-    if len(rows) == 0:
+def _padded_region(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The mask's bounding region grown by :data:`REGION_PAD` and clipped to the
+    image; None for an empty mask."""
+    region = mask_region(mask)
+    if region is None:
         return None
-    cols = np.flatnonzero(mask.any(0))
+    rows, cols = region
     h, w = mask.shape
-    return (
-        max(int(cols[0]) - pad, 0), max(int(rows[0]) - pad, 0),
-        min(int(cols[-1]) + 1 + pad, w), min(int(rows[-1]) + 1 + pad, h),
-    )
+    return (slice(max(rows.start - REGION_PAD, 0), min(rows.stop + REGION_PAD, h)),
+            slice(max(cols.start - REGION_PAD, 0), min(cols.stop + REGION_PAD, w)))
+
+
+def _filled_region(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """(region, the filled-contour raster on it), or None where the mask gives
+    no polygon: traced and rasterised on the mask's padded bounding region only."""
+    region = _padded_region(mask)
+    if region is None:
+        return None
+    rows, cols = region
+    polygons = mask_polygons(mask[region])
+    if polygons is None:
+        return None
+    return region, rasterize_polygons(polygons, rows.stop - rows.start, cols.stop - cols.start)
 
 
 def filled_contour_mask(mask: np.ndarray) -> np.ndarray | None:
     """The reference's conditioning mask of one (H, W) mask, or None where it
-    gives no polygon. Equal to ``rasterize_polygons(mask_polygons(mask), H, W)``
-    but traced and rasterised on the mask's bounding region only."""
-    region = mask_region(mask)
-    if region is None:
-        return None
-    x0, y0, x1, y1 = region
-    polygons = mask_polygons(mask[y0:y1, x0:x1])
-    if polygons is None:
+    gives no polygon. Equal to ``rasterize_polygons(mask_polygons(mask), H, W)``."""
+    found = _filled_region(mask)
+    if found is None:
         return None
     out = np.zeros(mask.shape, bool)
-    out[y0:y1, x0:x1] = rasterize_polygons(polygons, y1 - y0, x1 - x0)
+    out[found[0]] = found[1]
     return out
 
 
 def filled_contour_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`filled_contour_mask` of every mask of ``masks`` (N, H, W).
+    """:func:`filled_contour_mask` of every mask of ``masks`` (N, H, W), each
+    written into its own region of one stack (no full-image copy per person).
 
     Returns:
         filled (N, H, W) bool, and has_polygon (N,) bool: False where the mask
@@ -90,9 +99,10 @@ def filled_contour_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     filled = np.zeros(masks.shape, bool)
     has_polygon = np.zeros(len(masks), bool)
     for i, mask in enumerate(masks):
-        one = filled_contour_mask(mask.astype(bool, copy=False))
-        if one is not None:
-            filled[i], has_polygon[i] = one, True
+        found = _filled_region(mask.astype(bool, copy=False))
+        if found is not None:
+            filled[(i, *found[0])] = found[1]
+            has_polygon[i] = True
     return filled, has_polygon
 
 
