@@ -3,9 +3,10 @@ a pytest junit file: the summary that ``tools/gpu_acceptance.sh`` writes.
 
     python -m bmp.bench_report --out DIR [--pytest junit.xml] [--status NAME=RC]... NAME=bench.json...
 
-writes ``DIR/acceptance.json`` and ``DIR/acceptance.md``. A report that is
-missing (its run failed) is listed as such rather than stopping the merge, so
-the summary always says what ran.
+writes ``DIR/acceptance.json`` and ``DIR/acceptance.md``: one row per run,
+mode and input, then the img/s curves of runs made with ``--batch-size``. A
+report that is missing (its run failed) is listed as such rather than stopping
+the merge, so the summary always says what ran.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from .bench import describe_curve
 from .coco import write_text_atomic
 
 
@@ -60,13 +62,56 @@ def merge(
                     "speedup_vs_naive": speedup, "peak_cuda_mb": report.get("peak_cuda_mb"),
                 })
     devices = sorted({r["device"] for r in runs.values() if r is not None})
-    return {"devices": devices, "status": dict(status or {}), "pytest": pytest, "runs": runs, "rows": rows}
+    batch_rows, curves = batch_tables(runs)
+    return {"devices": devices, "status": dict(status or {}), "pytest": pytest, "runs": runs, "rows": rows,
+            "batch_rows": batch_rows, "batch_curves": curves}
+
+
+def batch_tables(runs: dict[str, dict[str, Any] | None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The runs' batch curves (``bmp bench --batch-size``): one row per run,
+    input and batch size, and one summary line per run and input."""
+    rows, curves = [], []
+    for name, report in runs.items():
+        for label, curve in ((report or {}).get("batch") or {}).get("inputs", {}).items():
+            for r in curve["rows"]:
+                rows.append({
+                    "run": name, "input": label, "batch_size": r["batch_size"], "people": r.get("people"),
+                    "images_per_s": r.get("images_per_s"), "ratio": r.get("ratio"), "error": r.get("error"),
+                    "peak_cuda_mb": r.get("peak_cuda_mb"), "rss_growth_mb": r.get("rss_growth_mb"),
+                })
+            curves.append({"run": name, "input": label, "base_batch_size": curve["base_batch_size"],
+                           "flattens_at": curve["flattens_at"], "target": curve["target"],
+                           "summary": describe_curve(curve)})
+    return rows, curves
 
 
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _step_status(rc: int) -> str:
+    # 124/137: tools/gpu_acceptance.sh's `timeout` stopped the step at its time budget.
+    if rc in (124, 137):
+        return f"TIMED OUT ({rc})"
+    return "ok" if rc == 0 else f"FAILED ({rc})"
+
+
+def batch_markdown(merged: dict[str, Any]) -> list[str]:
+    """The batch-curve table and, per curve, where it flattens and the target."""
+    if not merged.get("batch_rows"):
+        return []
+    lines = ["", "| run | input | batch | people | img/s | x smallest batch | peak CUDA MB | peak RSS +MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in merged["batch_rows"]:
+        rate = r["images_per_s"] if r["error"] is None else r["error"]
+        cells = (r["run"], r["input"], r["batch_size"], r["people"], rate, r["ratio"], r["peak_cuda_mb"],
+                 r["rss_growth_mb"])
+        lines.append("| " + " | ".join(_cell(v) for v in cells) + " |")
+    lines.append("")
+    lines += [f"- batch curve `{c['run']}`, {c['input']}: {c['summary']}" for c in merged["batch_curves"]]
+    return lines
 
 
 def markdown(merged: dict[str, Any]) -> str:
@@ -76,7 +121,7 @@ def markdown(merged: dict[str, Any]) -> str:
     if merged["status"]:
         lines += ["| step | exit status |", "|---|---|"]
         for step, rc in merged["status"].items():
-            lines.append(f"| {step} | {'ok' if rc == 0 else f'FAILED ({rc})'} |")
+            lines.append(f"| {step} | {_step_status(rc)} |")
         lines.append("")
     pytest = merged["pytest"]
     if pytest is not None:
@@ -95,6 +140,7 @@ def markdown(merged: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(_cell(r[k]) for k in (
                 "run", "mode", "input", "people", "total_ms", "images_per_s", "speedup_vs_naive",
                 "peak_cuda_mb")) + " |")
+    lines += batch_markdown(merged)
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,9 @@
-"""The ``bmp`` command line: ``bmp run`` and ``bmp weights``."""
+"""The ``bmp`` command line: ``bmp run`` and ``bmp weights``.
+
+``bmp run`` shards its images over the processes of ``torchrun --nproc-per-node G
+-m bmp run ...`` as ``bmp eval`` does (:mod:`bmp.sharding`); rank 0 decides the
+image ids and writes the merged results.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,11 @@ import logging
 import os
 import sys
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from tqdm import tqdm
 
 from .coco import (
@@ -24,8 +31,14 @@ from .coco import (
     write_json_atomic,
 )
 from .config import ConfigError, describe_changes
+from .image_loader import add_batching_arguments
 from .images import ImageError, expand_inputs
 from .weights import CHECKPOINTS, WeightsError, add_trust_argument, cache_dir
+
+if TYPE_CHECKING:
+    from .distributed import Distributed
+    from .sharding import ShardLogs
+    from .structures import Instances
 
 logger = logging.getLogger("bmp")
 
@@ -66,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true",
         help="start over instead of resuming from OUT/predictions.jsonl",
     )
+    add_batching_arguments(run)
 
     weights = sub.add_parser("weights", help="list the registered official checkpoints")
     weights.add_argument("--urls", action="store_true", help="print download URLs")
@@ -191,8 +205,8 @@ def assign_image_ids(
     return ids
 
 
-def _known_image_ids(out: Path, log: PredictionLog) -> dict[str, int]:
-    """File -> id of every image this output folder has seen (map, then log)."""
+def _known_image_ids(out: Path, records: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """File -> id of every image this output folder has seen (map, then logs)."""
     known: dict[str, int] = {}
     path = out / IMAGE_IDS
     if path.is_file():
@@ -200,7 +214,7 @@ def _known_image_ids(out: Path, log: PredictionLog) -> dict[str, int]:
             known = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
         except (ValueError, AttributeError, TypeError):
             raise ConfigError(f"{path} is corrupt; use --overwrite to start over") from None
-    for file, record in log.records.items():
+    for file, record in records.items():
         if "image_id" in record:
             known[file] = int(record["image_id"])
     return known
@@ -258,73 +272,189 @@ def _redraw_overlay(record: dict[str, Any], path: Path, target: Path) -> None:
     write_image(target, draw_instances(load_image(path), record_to_instances(record), show_prompts=False))
 
 
-def run(args: argparse.Namespace) -> int:
-    from .vis import draw_instances, write_image
+#: The log of a one-process run; the ranks of a sharded run write
+#: ``predictions.rank{R}.jsonl`` next to it (see :class:`bmp.sharding.ShardLogs`).
+RUN_LOG = "predictions.jsonl"
 
+
+class _LoopOnFiles:
+    """``bmp run``'s predictor: the people of one image file, or of a batch of
+    decoded images, each with the picture its overlay is drawn on (None without
+    ``--vis``)."""
+
+    def __init__(self, bmp: Any, vis: bool) -> None:
+        self.bmp = bmp
+        self.vis = vis
+        self.last: Instances | None = None
+
+    def __call__(self, path: Path) -> tuple[Instances, np.ndarray | None]:
+        people = self.bmp.predict(path)
+        self.last = people
+        return people, self.bmp.detector_inputs[0] if self.vis else None
+
+    def predict_batch(
+        self, paths: list[Path], images: list[np.ndarray]
+    ) -> list[tuple[Instances, np.ndarray | None]]:
+        people = self.bmp.predict_batch(images, names=[str(p) for p in paths])
+        self.last = people[-1]
+        # An image's first detector input is the image itself: no copy of the loop's is needed.
+        return [(found, image if self.vis else None) for found, image in zip(people, images, strict=True)]
+
+    def progress(self) -> str:
+        from .batch_prediction import people_per_iteration
+
+        found = people_per_iteration(self.last) if self.last is not None else "0"
+        return f"{found} people | {self.bmp.times.summary()}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from .distributed import init_distributed
+
+    dist, device = init_distributed(args.device)
+    try:
+        return _run(args, dist, device)
+    finally:
+        dist.close()
+
+
+def _run(args: argparse.Namespace, dist: Distributed, device: str | None) -> int:
+    from .image_loader import resolve_batching
+    from .sharding import ShardLogs, decided_by_main, merged_records, succeeded
+
+    batch_size, workers = resolve_batching(args.batch_size, args.workers, device)
     paths = expand_inputs(args.inputs)
     out = output_folder(args.out)
-    log_path, sig_path, ids_path = out / "predictions.jsonl", out / "run.json", out / IMAGE_IDS
+    logs = ShardLogs(out, single=RUN_LOG)
     signature = _run_signature(args)
-    if args.overwrite:
-        log_path.unlink(missing_ok=True)
-        ids_path.unlink(missing_ok=True)
-    elif log_path.exists():
-        _check_previous_run(out, signature)
-    ann_ids = _read_ann_ids(args.ann) if args.ann else None
-    log = PredictionLog(log_path)
-    known = _known_image_ids(out, log)
-    ids = assign_image_ids(paths, known, ann_ids, args.ann)
-    write_json_atomic(sig_path, signature)
-    all_ids = {**known, **{str(p): i for p, i in ids.items()}}
-    if all_ids != known or not ids_path.exists():
-        write_json_atomic(ids_path, all_ids)
-
-    todo = [p for p in paths if str(p) not in log]
-    if len(todo) < len(paths):
-        logger.info("resuming: %d of %d images already done", len(paths) - len(todo), len(paths))
+    if not args.overwrite and logs.exist():
+        _check_previous_run(out, signature)  # on every rank: all refuse alike
     vis_dir = output_folder(out / "vis", "--vis folder") if args.vis else None
+    dist.barrier()
+    ids = decided_by_main(dist, lambda: _prepare_out(args, logs, paths, signature))
+
+    records = logs.read()
+    done = succeeded(records)
+    todo = [p for p in paths if str(p) not in done]
+    if dist.is_main and len(todo) < len(paths):
+        logger.info("resuming: %d of %d images already done", len(paths) - len(todo), len(paths))
     if vis_dir is not None:
-        missing = [p for p in paths if str(p) in log and not overlay_path(vis_dir, p, ids[p]).is_file()]
-        if missing:
-            logger.info("drawing %d missing overlays from the log", len(missing))
-        for path in missing:
-            try:
-                _redraw_overlay(log.records[str(path)], path, overlay_path(vis_dir, path, ids[path]))
-            except ImageError as exc:
-                raise OutputError(f"cannot draw the overlay of {path}: {exc}") from None
+        _redraw_missing_overlays(dist.shard([p for p in paths if str(p) in done]), records, ids, vis_dir)
 
     bmp = None
     if todo:
         from .loop import BMP
 
-        bmp = BMP.from_config(args.config, device=args.device, weights_dirs=args.weights_dir,
+        # On every rank while any rank has work, even one whose shard is empty: libraries
+        # may synchronise the ranks while loading (Ultralytics' settings take a barrier on
+        # import), and a rank that skipped it would pair its later barriers wrongly and hang.
+        bmp = BMP.from_config(args.config, device=device, weights_dirs=args.weights_dir,
                               num_iters=args.iters)
-    bar = tqdm(todo, desc="bmp run", unit="img", dynamic_ncols=True)
-    for path in bar:
-        try:
-            people = bmp.predict(path)
-        except ImageError as exc:
-            tqdm.write(f"skipped {path}: {exc}")
-            log.append({"file": str(path), "error": str(exc)})
-            continue
-        h, w = people.image_size
-        log.append({
-            "file": str(path), "image_id": ids[path], "height": h, "width": w,
-            "results": instances_to_coco(people, ids[path]),
-        })
-        if vis_dir is not None:  # an interruption here is repaired by the next run
-            overlay = draw_instances(bmp.detector_inputs[0], people)
-            write_image(overlay_path(vis_dir, path, ids[path]), overlay)
-        per_iter = Counter(int(i) for i in people.iteration)
-        found = "+".join(str(per_iter[k]) for k in sorted(per_iter)) or "0"
-        bar.set_postfix_str(f"{found} people | {bmp.times.summary()}")
-    bar.close()
+    finished = _predict_shard(bmp, dist.shard(todo), ids, logs.path(dist), dist, vis_dir,
+                              batch_size, workers)
+    records = merged_records(logs, dist, finished)
+    if records is None:  # not rank 0: rank 0 writes the results
+        return 0
+    return _write_results(out, paths, records, vis_dir)
 
-    images = log.images()
-    results = log.results()
+
+def _prepare_out(
+    args: argparse.Namespace, logs: ShardLogs, paths: list[Path], signature: dict[str, Any]
+) -> dict[Path, int]:
+    """Rank 0's part before any prediction: clear the folder on ``--overwrite``,
+    record the run's signature, and decide every input's image id."""
+    ids_path = logs.out / IMAGE_IDS
+    if args.overwrite:
+        logs.remove()
+        ids_path.unlink(missing_ok=True)
+    ann_ids = _read_ann_ids(args.ann) if args.ann else None
+    known = _known_image_ids(logs.out, logs.read())
+    ids = assign_image_ids(paths, known, ann_ids, args.ann)
+    write_json_atomic(logs.out / "run.json", signature)
+    all_ids = {**known, **{str(p): i for p, i in ids.items()}}
+    if all_ids != known or not ids_path.exists():
+        write_json_atomic(ids_path, all_ids)
+    return ids
+
+
+def _redraw_missing_overlays(
+    logged: list[Path], records: dict[str, dict[str, Any]], ids: dict[Path, int], vis_dir: Path
+) -> None:
+    missing = [p for p in logged if not overlay_path(vis_dir, p, ids[p]).is_file()]
+    if missing:
+        logger.info("drawing %d missing overlays from the log", len(missing))
+    for path in missing:
+        try:
+            _redraw_overlay(records[str(path)], path, overlay_path(vis_dir, path, ids[path]))
+        except ImageError as exc:
+            raise OutputError(f"cannot draw the overlay of {path}: {exc}") from None
+
+
+def _predict_shard(
+    bmp: Any, paths: list[Path], ids: dict[Path, int], log_path: Path, dist: Distributed,
+    vis_dir: Path | None, batch_size: int, workers: int,
+) -> list[str]:
+    """Predict this rank's images into its log; returns the files that succeeded."""
+    if not paths:
+        return []
+    from .background_writer import BackgroundWriter
+    from .batch_prediction import predictions
+
+    log = PredictionLog(log_path)
+    finished: list[str] = []
+    outputs = predictions(paths, paths, _LoopOnFiles(bmp, vis_dir is not None), batch_size, workers,
+                          "bmp run", dist)
+    # Without decoding workers the run stays single-threaded; with them, RLE, JSON and
+    # overlays overlap the next batch's model calls.
+    with BackgroundWriter(threaded=workers > 0) as writer, closing(outputs):
+        for path, output in outputs:
+            if isinstance(output, ImageError):
+                tqdm.write(f"skipped {path}: {output}")
+                writer.submit(log.append, {"file": str(path), "error": str(output)})
+                continue
+            if isinstance(output, Exception):
+                raise output  # not a bad image: a broken setup, as without batching
+            people, picture = output
+            overlay = overlay_path(vis_dir, path, ids[path]) if vis_dir is not None else None
+            writer.submit(_write_result, log, path, ids[path], people, picture, overlay)
+            finished.append(str(path))
+    return finished
+
+
+def _write_result(
+    log: PredictionLog, path: Path, image_id: int, people: Instances, picture: np.ndarray | None,
+    overlay: Path | None,
+) -> None:
+    from .vis import draw_instances, write_image
+
+    h, w = people.image_size
+    log.append({
+        "file": str(path), "image_id": image_id, "height": h, "width": w,
+        "results": instances_to_coco(people, image_id),
+    })
+    if overlay is not None:  # an interruption here is repaired by the next run
+        write_image(overlay, draw_instances(picture, people))
+
+
+def _write_results(out: Path, paths: list[Path], records: dict[str, dict[str, Any]],
+                   vis_dir: Path | None) -> int:
+    """``results.json`` and ``images.json`` of every logged image, and the summary.
+
+    Images are listed in input order, after those that earlier runs into this
+    folder logged from other inputs: the order of a one-process run, whatever the
+    number of processes that wrote the logs.
+    """
+    from .sharding import log_view
+
+    inputs = [str(p) for p in paths]
+    given = set(inputs)
+    ordered = {f: r for f, r in records.items() if f not in given}
+    ordered.update((f, records[f]) for f in inputs if f in records)
+    merged = log_view(ordered)
+    images = merged.images()
+    results = merged.results()
     write_json_atomic(out / "results.json", results)
     write_json_atomic(out / "images.json", images)
-    errors = list(log.errors())
+    errors = list(merged.errors())
     per_iter = Counter(r["iteration"] for r in results)
     print(
         f"{len(images)} images, {len(results)} people "
@@ -335,7 +465,6 @@ def run(args: argparse.Namespace) -> int:
     for file, error in errors:
         print(f"  skipped {file}: {error}", file=sys.stderr)
     return 0 if images else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

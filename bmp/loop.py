@@ -22,7 +22,6 @@ choice decide data-dependent counts; masks come back once, with the output.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -40,6 +39,7 @@ from .images import ImageLike, PixelArray, load_image
 from .masks import exclusive_masks, fill_missing_masks, mask_out
 from .models import DETECTORS, POSE_ESTIMATORS, SEGMENTERS, Detector, PoseEstimator, Segmenter
 from .models.base import build_component
+from .models.batched import BatchSegmenter, detect_batch, estimate_batch
 from .pose_nms import pose_nms
 from .structures import Instances, to_numpy, to_tensor
 
@@ -90,6 +90,24 @@ class Frame:
         return self.on_device if getattr(model, "takes_device_image", False) else self.host
 
 
+@dataclass(eq=False)
+class ImageState:
+    """One image of a batch on its way through the loop: its frame, file name
+    (for detectors that look images up by name), the people found so far, what
+    the detector sees next, and whether its loop has stopped."""
+
+    frame: Frame
+    name: str | None
+    found: Instances = field(init=False)
+    detect_input: PixelArray | None = None
+    detector_inputs: list[PixelArray] = field(default_factory=list)
+    records: list[IterationRecord] = field(default_factory=list)
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.found = Instances(self.frame.host.shape[:2])
+
+
 @dataclass
 class IterationRecord:
     """The loop's state after one iteration.
@@ -132,12 +150,10 @@ class BMP:
         self.segmenter = segmenter
         self.loop = loop or LoopConfig()
         self.device = device
-        self._encoded = False
         self.times = StageTimes()
-        # Segmenters may use the other people of the image (negative prompts),
-        # pose models the people found earlier (conditioning on their masks).
-        self._segment_takes_others = "others" in inspect.signature(segmenter.segment).parameters
-        self._pose_takes_others = "others" in inspect.signature(pose.estimate).parameters
+        self._segmenter = BatchSegmenter(segmenter)
+        #: The images whose encoding the segmenter holds now, in its order.
+        self._encoded: list[ImageState] = []
         self._detector_inputs: list[PixelArray] = []
 
     @property
@@ -235,8 +251,29 @@ class BMP:
             ImageError: an image the loop cannot read faithfully (see
                 :func:`~bmp.images.load_image`). ValueError: a bad ``num_iters``.
         """
-        return self._run(image, num_iters, color_order, record=False, prior=prior,
-                         value_range=value_range)[0]
+        return self._run([image], num_iters, color_order, False, [prior], value_range, None)[0][0]
+
+    def predict_batch(
+        self,
+        images: Sequence[ImageLike],
+        num_iters: int | None = None,
+        color_order: str = "rgb",
+        value_range: tuple[float, float] | None = None,
+        names: Sequence[str | None] | None = None,
+    ) -> list[Instances]:
+        """:meth:`predict` of every image, the images going through the loop
+        together: per iteration one detector call for all of them, every pose
+        crop of every image in one pose forward, one SAM decoder call per
+        prompt-point count, and one batched SAM image encode per call. An image
+        whose loop stops early drops out of the later iterations.
+
+        Args:
+            names: the images' file names, for detectors that look an image up
+                by name (``GroundTruthDetector``); default: the paths among
+                ``images``.
+            Others as for :meth:`predict`.
+        """
+        return self._run(images, num_iters, color_order, False, None, value_range, names)[0]
 
     def predict_iterations(
         self,
@@ -249,50 +286,83 @@ class BMP:
         adds. ``records[-1].people`` equals what :meth:`predict` returns. The loop
         stops early after an iteration that detects nobody, so the list can be
         shorter than ``num_iters``. Arguments as for :meth:`predict`."""
-        return self._run(image, num_iters, color_order, record=True, value_range=value_range)[1]
+        return self._run([image], num_iters, color_order, True, None, value_range, None)[1][0]
 
-    def _run(
-        self, image: ImageLike, num_iters: int | None, color_order: str, record: bool,
-        prior: Instances | None = None, value_range: tuple[float, float] | None = None,
-    ) -> tuple[Instances, list[IterationRecord]]:
+    def predict_iterations_batch(
+        self,
+        images: Sequence[ImageLike],
+        num_iters: int | None = None,
+        color_order: str = "rgb",
+        value_range: tuple[float, float] | None = None,
+        names: Sequence[str | None] | None = None,
+    ) -> list[list[IterationRecord]]:
+        """:meth:`predict_iterations` of every image, batched as :meth:`predict_batch`."""
+        return self._run(images, num_iters, color_order, True, None, value_range, names)[1]
+
+    def _iterations(self, num_iters: int | None) -> int:
         # 0 would silently mean "the config's" and a negative count "nobody".
         if num_iters is not None and (
             isinstance(num_iters, bool) or not isinstance(num_iters, int | np.integer) or num_iters < 1
         ):
             raise ValueError(f"num_iters must be an int >= 1 (or None: the config's), got {num_iters!r}")
-        iterations = self.loop.num_iters if num_iters is None else int(num_iters)
-        if isinstance(image, str | os.PathLike) and hasattr(self.detector, "select"):
-            self.detector.select(os.fspath(image))
-        original = Frame(load_image(image, color_order, value_range), self.device)
+        return self.loop.num_iters if num_iters is None else int(num_iters)
+
+    def _run(
+        self, images: Sequence[ImageLike], num_iters: int | None, color_order: str, record: bool,
+        priors: Sequence[Instances | None] | None, value_range: tuple[float, float] | None,
+        names: Sequence[str | None] | None,
+    ) -> tuple[list[Instances], list[list[IterationRecord]]]:
+        iterations = self._iterations(num_iters)
+        if names is None:
+            names = [os.fspath(x) if isinstance(x, str | os.PathLike) else None for x in images]
+        if len(names) != len(images):
+            raise ValueError(f"{len(names)} names for {len(images)} images")
+        batch = [
+            ImageState(Frame(load_image(image, color_order, value_range), self.device), name)
+            for image, name in zip(images, names, strict=True)
+        ]
         self.times = StageTimes(cuda_sync=str(self.device).startswith("cuda"))
-        self._detector_inputs = []
-        records: list[IterationRecord] = []
-        self._encoded = False  # the segmenter encodes `original` once, on first need
-        found = Instances(original.host.shape[:2])
-        detect_input = original.for_model(self.detector)
-        if prior is not None and len(prior):
-            found = self.seed(original, prior)
-            with self.times("mask_out"):
-                detect_input = mask_out(detect_input, found.masks)
+        self._encoded = []
+        for state in batch:
+            state.detect_input = state.frame.for_model(self.detector)
+        priors = priors or [None] * len(batch)
+        seeded = [(s, p) for s, p in zip(batch, priors, strict=True) if p is not None and len(p)]
+        if seeded:
+            self._seed([s for s, _ in seeded], [p for _, p in seeded], alive=batch)
+            for state, _ in seeded:
+                with self.times("mask_out"):
+                    state.detect_input = mask_out(state.detect_input, state.found.masks)
         for iteration in range(1, iterations + 1):
-            self._detector_inputs.append(detect_input)
-            detections = self.detect(detect_input, iteration)
-            if len(detections):
-                new = self.estimate_pose(original, detections, found)
-                found = self.merge(found, new)
-                found = self.segment_new(found, iteration, original)
-            if record:
-                people = self.make_exclusive(found).to_host()
-                records.append(IterationRecord(
-                    iteration, to_numpy(detect_input), detections.to_host(), people
-                ))
-            if len(detections) == 0:
-                break  # the detector input would not change any more
-            # Exclusivity removes pixels only where another mask keeps them, so
-            # the union that step 6 blacks out is the union of the raw masks.
-            with self.times("mask_out"):
-                detect_input = mask_out(original.for_model(self.detector), found.masks)
-        return self.make_exclusive(found).to_host(), records
+            active = [s for s in batch if not s.done]
+            if not active:
+                break
+            for state in active:
+                state.detector_inputs.append(state.detect_input)
+            detections = self.detect([s.detect_input for s in active], [s.name for s in active], iteration)
+            posing = [(s, d) for s, d in zip(active, detections, strict=True) if len(d)]
+            if posing:
+                new = self.estimate_pose([s.frame for s, _ in posing], [d for _, d in posing],
+                                         [s.found for s, _ in posing])
+                for (state, _), people in zip(posing, new, strict=True):
+                    state.found = self.merge(state.found, people)
+                self.segment_new([s for s, _ in posing], iteration)
+            for state, found_now in zip(active, detections, strict=True):
+                if record:
+                    state.records.append(IterationRecord(
+                        iteration, to_numpy(state.detect_input), found_now.to_host(),
+                        self.make_exclusive(state.found).to_host(),
+                    ))
+                if len(found_now) == 0:
+                    state.done = True  # the detector input would not change any more
+                    continue
+                # Exclusivity removes pixels only where another mask keeps them, so
+                # the union that step 6 blacks out is the union of the raw masks.
+                with self.times("mask_out"):
+                    state.detect_input = mask_out(state.frame.for_model(self.detector), state.found.masks)
+        self._detector_inputs = batch[0].detector_inputs if batch else []
+        self._encoded = []  # the batch's images are not kept alive past the call
+        people = [self.make_exclusive(s.found).to_host() for s in batch]
+        return people, [s.records for s in batch]
 
     # Step 0 (video only) ------------------------------------------------------
 
@@ -304,36 +374,53 @@ class BMP:
         for everyone else; OKS-NMS merges any it finds again."""
         if not isinstance(original, Frame):
             original = Frame(original, self.device)
-        people = Instances(original.host.shape[:2], boxes=prior.boxes.astype(np.float32),
-                           det_scores=prior.det_scores.astype(np.float32),
-                           iteration=np.zeros(len(prior), np.int32))
-        people = self.estimate_pose(original, people)
-        confident = people[people.scores > self.loop.det_score_thr]
-        people = self.merge(Instances(original.host.shape[:2]), confident)
-        return self.segment_new(people, 0, original)
+        state = ImageState(original, None)
+        self._encoded = []
+        self._seed([state], [prior], alive=[state])
+        return state.found
 
-    # The six steps ---------------------------------------------------------
+    def _seed(self, batch: list[ImageState], priors: list[Instances], alive: list[ImageState]) -> None:
+        """:meth:`seed` of several images; ``alive``: every image of the call,
+        all of which the segmenter may still need."""
+        people = [
+            Instances(s.frame.host.shape[:2], boxes=p.boxes.astype(np.float32),
+                      det_scores=p.det_scores.astype(np.float32), iteration=np.zeros(len(p), np.int32))
+            for s, p in zip(batch, priors, strict=True)
+        ]
+        posed = self.estimate_pose([s.frame for s in batch], people, [None] * len(batch))
+        for state, person in zip(batch, posed, strict=True):
+            confident = person[person.scores > self.loop.det_score_thr]
+            state.found = self.merge(Instances(state.frame.host.shape[:2]), confident)
+        self.segment_new(batch, 0, alive)
 
-    def detect(self, image: PixelArray, iteration: int) -> Instances:
-        """Step 1: people on the (masked) detector input, filtered by score and
+    # The six steps, each for every image of a batch ------------------------
+
+    def detect(
+        self, images: Sequence[PixelArray], names: Sequence[str | None], iteration: int
+    ) -> list[Instances]:
+        """Step 1: people on each (masked) detector input, filtered by score and
         greedy box NMS (whole-pixel IoU, as the reference's), best first."""
         with self.times("detect"), self.autocast():
-            people = self.detector.detect(image)
-            h, w = image.shape[:2]
-            boxes = people.boxes.copy()
-            boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-            boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-            people = people.replace(boxes=boxes)
-            people = people[np.flatnonzero(people.det_scores > self.loop.det_score_thr)]
-            people = people[box_nms(people.boxes, people.det_scores, self.loop.det_nms_iou)]
-            return people.replace(
-                iteration=np.full(len(people), iteration, np.int32), scores=people.det_scores.copy()
-            )
+            found = detect_batch(self.detector, images, names)
+            return [self._filter_detections(p, iteration) for p in found]
+
+    def _filter_detections(self, people: Instances, iteration: int) -> Instances:
+        h, w = people.image_size
+        boxes = people.boxes.copy()
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        people = people.replace(boxes=boxes)
+        people = people[np.flatnonzero(people.det_scores > self.loop.det_score_thr)]
+        people = people[box_nms(people.boxes, people.det_scores, self.loop.det_nms_iou)]
+        return people.replace(
+            iteration=np.full(len(people), iteration, np.int32), scores=people.det_scores.copy()
+        )
 
     def estimate_pose(
-        self, original: Frame, people: Instances, found: Instances | None = None
-    ) -> Instances:
-        """Step 2: top-down pose on the original image; score = mean keypoint score.
+        self, frames: Sequence[Frame], people: Sequence[Instances], found: Sequence[Instances | None]
+    ) -> list[Instances]:
+        """Step 2: top-down pose on each original image; score = mean keypoint
+        score (or the detector's, ``loop.person_score``).
 
         Mask-conditioned pose models (MaskPose) read ``people.masks``. From a
         mask detector they are taken as they are, as in the reference: a person
@@ -343,21 +430,26 @@ class BMP:
         with self.times("pose"), self.autocast():
             # Only mask-conditioned models (MaskPose) read the stand-in masks.
             uses_masks = getattr(self.pose, "mask_alpha", 0) > 0
-            conditioned = people
-            if uses_masks and not bool(to_tensor(people.masks).any()):
-                conditioned = people.replace(masks=fill_missing_masks(people, found))
-            image = original.for_model(self.pose)
-            kwargs = {"others": found} if self._pose_takes_others and found is not None else {}
+            conditioned = [
+                p.replace(masks=fill_missing_masks(p, f))
+                if uses_masks and not bool(to_tensor(p.masks).any()) else p
+                for p, f in zip(people, found, strict=True)
+            ]
+            images = [frame.for_model(self.pose) for frame in frames]
             if self.loop.naive:  # the reference's schedule: one person per model call
-                posed = Instances.cat(
-                    [self.pose.estimate(image, conditioned[i], **kwargs) for i in range(len(people))]
-                )
+                posed = [
+                    Instances.cat([estimate_batch(self.pose, [image], [c[i]], [f])[0] for i in range(len(c))])
+                    for image, c, f in zip(images, conditioned, found, strict=True)
+                ]
             else:
-                posed = self.pose.estimate(image, conditioned, **kwargs)
-            # Downstream steps see the detector's own masks, not the stand-ins.
+                posed = estimate_batch(self.pose, images, conditioned, found)
             by_keypoints = self.loop.person_score == "keypoints"
-            score = posed.keypoint_scores.mean(1) if by_keypoints else people.det_scores
-            return posed.replace(masks=people.masks, scores=score.astype(np.float32))
+            out = []
+            for person, pose in zip(people, posed, strict=True):
+                score = pose.keypoint_scores.mean(1) if by_keypoints else person.det_scores
+                # Downstream steps see the detector's own masks, not the stand-ins.
+                out.append(pose.replace(masks=person.masks, scores=score.astype(np.float32)))
+            return out
 
     def merge(self, found: Instances, new: Instances) -> Instances:
         """Step 3: OKS pose-NMS over earlier and new people together.
@@ -371,33 +463,49 @@ class BMP:
                 return found
             return merged[keep]
 
-    def segment_new(self, found: Instances, iteration: int, original: Frame) -> Instances:
-        """Step 4: masks for this iteration's people (earlier people keep theirs;
-        their prompts and the image embedding are unchanged)."""
-        new = found.iteration == iteration
-        if not new.any():
-            return found
-        old = found[~new]
-        # Batched: one image embedding serves every iteration. Naive: the
-        # reference re-encodes the image every iteration.
-        if self.loop.naive or not self._encoded:
+    def segment_new(
+        self, batch: Sequence[ImageState], iteration: int, alive: Sequence[ImageState] | None = None
+    ) -> None:
+        """Step 4: masks for this iteration's people of every image (earlier
+        people keep theirs; their prompts and the image embedding are unchanged).
+
+        The segmenter encodes the images at their first need, all together:
+        ``alive`` (default ``batch``), every image of the call that can still
+        need it. Naive: the reference re-encodes the image every iteration."""
+        needing = [s for s in batch if (s.found.iteration == iteration).any()]
+        if not needing:
+            return
+        alive = list(alive if alive is not None else batch)
+        if self.loop.naive or any(s not in self._encoded for s in needing):
             with self.times("sam_encode"), self.autocast():
-                self.segmenter.set_image(original.for_model(self.segmenter))
-            self._encoded = True
+                self._segmenter.set_images([s.frame.for_model(self.segmenter) for s in alive])
+            self._encoded = alive
+        slots = {id(s): i for i, s in enumerate(self._encoded)}
+        empty = [Instances(s.frame.host.shape[:2]) for s in self._encoded]
         with self.times("sam_decode"), self.autocast():
-            people = found[new]
+            new = {id(s): s.found[s.found.iteration == iteration] for s in needing}
+            old = {id(s): s.found[s.found.iteration != iteration] for s in needing}
             if not self.loop.naive:
-                kwargs = {"others": old} if self._segment_takes_others else {}
-                segmented = self.segmenter.segment(people, **kwargs)
-            else:
-                parts = []
-                for i in range(len(people)):
-                    rest = Instances.cat([old, people[np.arange(len(people)) != i]])
-                    kwargs = {"others": rest} if self._segment_takes_others else {}
-                    parts.append(self.segmenter.segment(people[i], **kwargs))
-                segmented = Instances.cat(parts)
-        found = Instances.cat([old, segmented])
-        return self.make_exclusive(found, fixed=found.iteration != iteration)
+                people, others = list(empty), list(empty)
+                for state in needing:
+                    people[slots[id(state)]] = new[id(state)]
+                    others[slots[id(state)]] = old[id(state)]
+                decoded = self._segmenter.segment_batch(people, others)
+                segmented = {id(s): decoded[slots[id(s)]] for s in needing}
+            else:  # one person per call, the others of its image as context
+                segmented = {}
+                for state in needing:
+                    mine, slot = new[id(state)], slots[id(state)]
+                    parts = []
+                    for i in range(len(mine)):
+                        people, others = list(empty), list(empty)
+                        people[slot] = mine[i]
+                        others[slot] = Instances.cat([old[id(state)], mine[np.arange(len(mine)) != i]])
+                        parts.append(self._segmenter.segment_batch(people, others)[slot])
+                    segmented[id(state)] = Instances.cat(parts)
+        for state in needing:
+            found = Instances.cat([old[id(state)], segmented[id(state)]])
+            state.found = self.make_exclusive(found, fixed=found.iteration != iteration)
 
     def make_exclusive(self, found: Instances, fixed: np.ndarray | None = None) -> Instances:
         """Step 5: every pixel claimed by several masks goes to the best mask

@@ -4,6 +4,8 @@ random weights saved as checkpoint files (loaded back through bmp.weights)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("BMP_HOME", str(tmp_path_factory.getbasetemp() / "bmp_home"))
     monkeypatch.setenv("BMP_OFFLINE", "1")
     monkeypatch.delenv("BMP_WEIGHTS_DIR", raising=False)
+
+
+@contextmanager
+def offline_bmp_home(tmp_path_factory) -> Iterator[None]:
+    """The isolation of ``_isolated_cache`` for module-scoped fixtures, which
+    run before it: no download, and a cache under the session's temp folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BMP_OFFLINE", "1")
+        mp.setenv("BMP_HOME", str(tmp_path_factory.getbasetemp() / "bmp_home"))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -148,17 +148,17 @@ def test_loop_moves_no_image_sized_tensor_to_the_host(device_loop, coco_images, 
             in_output[0] = False
 
     detector_inputs = []
-    detect = loop.detector.detect
+    detect = loop.detector.detect_batch
 
-    def record(image):
-        detector_inputs.append(image)
-        return detect(image)
+    def record(images):
+        detector_inputs.extend(images)
+        return detect(images)
 
     monkeypatch.setattr(bmp.masks, "on_host", lambda tensor: False)
     for name in ("cpu", "numpy", "tolist"):
         monkeypatch.setattr(torch.Tensor, name, spy(name))
     monkeypatch.setattr(Instances, "to_host", output)
-    monkeypatch.setattr(loop.detector, "detect", record)
+    monkeypatch.setattr(loop.detector, "detect_batch", record)
     people = loop.predict(image)
     monkeypatch.undo()
 

@@ -1,11 +1,12 @@
 """tools/gpu_acceptance.sh's CPU-checkable parts: the merge of bench reports and
-the pytest result into one JSON and one Markdown table (bmp.bench_report), and
-the refusal to run without a CUDA device."""
+the pytest result into one JSON and one Markdown table (bmp.bench_report), the
+steps and their time budget, and the refusal to run without a CUDA device."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -30,7 +31,7 @@ def test_bench_reports_and_pytest_merge_into_one_json_and_table(tmp_path, capsys
     # The lite config: a real `bmp bench --json` report in a few seconds.
     code = main(["bench", "--config", str(ROOT / "configs" / "bmp_lite.py"), "--weights-dir", str(MODELS_DIR),
                  "--images", str(COCO_DIR), "--max-images", "1", "--people", "1", "--warmup", "0",
-                 "--compare", "--device", "cpu", "--json", str(report)])
+                 "--compare", "--batch-size", "1,2", "--device", "cpu", "--json", str(report)])
     assert code == 0
     junit = tmp_path / "pytest.xml"
     junit.write_text(JUNIT)
@@ -51,8 +52,62 @@ def test_bench_reports_and_pytest_merge_into_one_json_and_table(tmp_path, capsys
     assert "| pytest_cuda | FAILED (1) |" in table and "| bench_bf16 | ok |" in table
     assert "2 passed, 1 failed, 0 errors, 1 skipped" in table and "`tests.test_cuda::test_bf16`" in table
     assert "bench `bf16+inductor`: no report" in table
-    assert table.count("| bf16 | ") == 4
+    assert table.count("| bf16 | batched | ") == 2 and table.count("| bf16 | naive | ") == 2
+    batch = {(r["input"], r["batch_size"]): r for r in merged["batch_rows"]}
+    assert set(batch) == {(i, b) for i in ("images", "1 people") for b in (1, 2)}
+    assert batch["1 people", 1]["ratio"] == 1.0 and batch["1 people", 2]["images_per_s"] > 0
+    assert table.count("| bf16 | images | ") == 2 and table.count("| bf16 | 1 people | ") == 2
+    assert [c["input"] for c in merged["batch_curves"]] == ["images", "1 people"]
+    assert "- batch curve `bf16`, 1 people: " in table
     assert table == capsys.readouterr().out.split("wrote ")[0][:-1]
+
+
+def test_a_step_stopped_at_its_budget_reads_as_timed_out(tmp_path, capsys):
+    merged = bench_report.merge({}, None, {"pytest_cuda": 0, "bench_batch": 124})
+    assert "| bench_batch | TIMED OUT (124) |" in bench_report.markdown(merged)
+
+
+def _script() -> str:
+    return (ROOT / "tools" / "gpu_acceptance.sh").read_text()
+
+
+def test_acceptance_steps_fit_one_ten_minute_call():
+    script = _script()
+    budgets = dict(re.findall(r"\[(\w+)\]=(\d+)", re.search(r"BUDGETS=\((.*)\)", script)[1]))
+    steps = re.findall(r"^step (\w+) ", script, re.M)
+    assert steps == ["pytest_cuda", "bench_bf16", "bench_batch", "bench_bf16_inductor"]
+    assert set(budgets) == set(steps)
+    grace = int(re.search(r"^GRACE=(\d+)$", script, re.M)[1])
+    # What is left covers the CUDA check and the merge (a few seconds each).
+    assert sum(map(int, budgets.values())) + grace * len(steps) <= 600 - 30
+    assert 'timeout -k "$GRACE" "${BUDGETS[$name]}" "$@"' in script
+
+
+def test_acceptance_measures_the_issue_16_batch_curve_of_the_full_config(tmp_path):
+    # The script as the GPU machine runs it, with an interpreter that only logs
+    # its arguments (and so "sees" CUDA): the steps, their order and arguments.
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    log = tmp_path / "calls.log"
+    fake = venv / "bin" / "python"
+    fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> {log}\n')
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "BMP_VENV": str(venv)}
+    result = subprocess.run(["bash", str(ROOT / "tools" / "gpu_acceptance.sh"), str(out)],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()[1:]  # after the CUDA check
+    benches = [c for c in calls if c.startswith("-m bmp bench ")]
+    [batch] = [c for c in benches if "--batch-size" in c]
+    for option in ("--config configs/bmp_rtmdet_vitpose_sam2.py", "--random-init", "--batch-size 1,2,4,8,16",
+                   "--people 10", "--iters 2", "--precision bf16", "--device cuda",
+                   f"--json {out}/bench_batch.json"):
+        assert option in batch
+    assert benches.index(batch) == 1  # before the slow inductor run
+    [merge] = [c for c in calls if c.startswith("-m bmp.bench_report ")]
+    assert "--status bench_batch=0" in merge and f"bf16-batch={out}/bench_batch.json" in merge
+    assert (out / "bench_batch.log").is_file()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")

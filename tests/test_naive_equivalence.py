@@ -59,8 +59,8 @@ def test_batched_and_naive_schedules_give_the_same_people(loop):
 
 def test_batched_loop_encodes_once_and_batches_people(loop):
     image = COCO_DIR / "000000197388.jpg"
-    encode = Counter(loop.segmenter, "set_image")
-    decode = Counter(loop.segmenter.predictor, "_predict")
+    encode = Counter(loop.segmenter, "set_images")
+    decode = Counter(loop.segmenter.predictor.model.sam_mask_decoder, "forward")
     forward = Counter(loop.pose.model, "extract_feat")
     try:
         people = loop.predict(image)
@@ -75,6 +75,6 @@ def test_batched_loop_encodes_once_and_batches_people(loop):
         assert decode.calls == forward.calls == 10  # one per person in each iteration
     finally:
         loop.loop = replace(loop.loop, naive=False)
-        loop.segmenter.set_image = encode.inner
-        loop.segmenter.predictor._predict = decode.inner
+        loop.segmenter.set_images = encode.inner
+        del loop.segmenter.predictor.model.sam_mask_decoder.forward
         loop.pose.model.extract_feat = forward.inner

@@ -27,7 +27,7 @@ from bmp.video import VideoConfig, VideoPipeline
 from bmp.video.cli import parse_position
 from bmp.video.io import VideoReader, count_frames
 from bmp.video.tracking import hungarian
-from tests.conftest import MODELS_DIR, ROOT, SHARED
+from tests.conftest import MODELS_DIR, ROOT, SHARED, offline_bmp_home
 
 LITE = ROOT / "configs" / "bmp_lite.py"
 VIDEO_DIR = SHARED / "data" / "video"
@@ -47,9 +47,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def full_runs(tmp_path_factory) -> dict[str, Path]:
     """One uninterrupted ``bmp video`` run per shared clip."""
     outs = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BMP_OFFLINE", "1")
-        mp.setenv("BMP_HOME", str(tmp_path_factory.getbasetemp() / "bmp_home"))
+    with offline_bmp_home(tmp_path_factory):
         for name in CLIPS:
             out = tmp_path_factory.mktemp(name.split("_")[0])
             assert main(video_args(VIDEO_DIR / name, out)) == 0

@@ -4,6 +4,9 @@ every iteration and stage, on all persons and on OCHuman's occlusion subsets.
     bmp eval --config CFG --ann ANN.json --images DIR --out DIR [--iters N] [--gt-kpts] [--limit K]
     torchrun --nproc_per_node=K -m bmp eval ...        # sharded over K processes
 
+``--batch-size B`` images go through the loop together, decoded by ``--workers W``
+background processes (defaults by device: see :func:`bmp.image_loader.default_batching`).
+
 Writes to OUT: ``predictions.rank{R}.jsonl`` (per-image records, resumable),
 ``metrics.json``, ``metrics.md`` (the printed table), ``results_iter{k}.json``
 (COCO results after iteration k; ``results_gt_kpts.json`` with ``--gt-kpts``)
@@ -17,12 +20,16 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..sharding import ShardLogs
 
 logger = logging.getLogger("bmp.eval")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..image_loader import add_batching_arguments
     from ..weights import add_trust_argument
 
     parser.add_argument("--config", required=True, help="loop config, e.g. configs/bmp_lite.py")
@@ -42,12 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder with checkpoint files, searched before the cache (repeatable)",
     )
     add_trust_argument(parser)
+    add_batching_arguments(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="start over instead of resuming from OUT/predictions.rank*.jsonl")
 
 
 def run(args: argparse.Namespace) -> int:
-    from .distributed import init_distributed
+    from ..distributed import init_distributed
 
     dist, device = init_distributed(args.device)
     try:
@@ -59,13 +67,16 @@ def run(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, dist: Any, device: str | None) -> int:
     from ..coco import output_folder
     from ..config import ConfigError
+    from ..image_loader import resolve_batching
+    from ..sharding import ShardLogs, merged_records
     from .dataset import DatasetError, EvalDataset
-    from .inference import done_files, read_logs, run_shard
+    from .inference import run_shard
 
     if args.gt_kpts and args.iters is not None:
         raise ConfigError("--iters has no effect with --gt-kpts (no loop runs)")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    batch_size, workers = resolve_batching(args.batch_size, args.workers, device)
     dataset = EvalDataset(args.ann, args.images)
     if args.gt_kpts:
         for needed in ("keypoints", "segm"):
@@ -73,12 +84,13 @@ def _evaluate(args: argparse.Namespace, dist: Any, device: str | None) -> int:
                 raise DatasetError(f"--gt-kpts needs 17 keypoints and masks: {dataset.skipped[needed]}")
     num_iters = None if args.gt_kpts else _num_iters(args.config, args.iters)
     out = Path(args.out)
+    logs = ShardLogs(out)
     signature = _signature(args, num_iters)
     output_folder(out)  # every rank (and node) must be able to write its log there
     _check_previous_run(out, signature, args.overwrite)  # every rank: all fail alike
     dist.barrier()
     if dist.is_main:
-        _prepare_out(out, signature, args.overwrite)
+        _prepare_out(logs, signature, args.overwrite)
     dist.barrier()
 
     selected = dataset.images[: args.limit]
@@ -86,34 +98,33 @@ def _evaluate(args: argparse.Namespace, dist: Any, device: str | None) -> int:
     if missing and dist.is_main:
         logger.warning("%d of %d images are missing from %s (e.g. %s); they count as failed",
                        len(missing), len(selected), dataset.images_dir, missing[0].file_name)
-    done = done_files(out)
+    done = logs.done()
     todo = [i for i in selected if i.file_name not in done]
     if dist.is_main and len(todo) < len(selected):
         logger.info("resuming: %d of %d images already done", len(selected) - len(todo), len(selected))
 
-    def predictor_factory() -> Any:
-        if args.gt_kpts:
-            from .gt_poses import GTPosePredictor, build_segmenter
-
-            return GTPosePredictor(build_segmenter(args.config, device, args.weights_dir), dataset)
-        from .inference import build_loop_predictor
-
-        return build_loop_predictor(args.config, device, args.weights_dir, num_iters)
-
-    finished = run_shard(dist.shard(todo), predictor_factory, out, dist)
-    dist.barrier()
-    finished_everywhere = [name for names in dist.all_gather(finished) for name in names]
-    if not dist.is_main:
+    # Every rank builds the models while any rank has work, even one whose shard is
+    # empty: libraries may synchronise the ranks while loading (Ultralytics' settings
+    # take a barrier on import), and a rank that skipped it would pair its later
+    # barriers with the wrong ones and hang.
+    predictor = _build_predictor(args, dataset, device, num_iters) if todo else None
+    finished = run_shard(dist.shard(todo), predictor, logs, dist, batch_size, workers)
+    records = merged_records(logs, dist, finished)
+    if records is None:  # not rank 0: rank 0 reports
         return 0
-
-    records = read_logs(out)
-    unseen = [n for n in finished_everywhere if "error" in records.get(n, {"error": ""})]
-    if unseen:
-        raise ConfigError(
-            f"rank 0 cannot read the results of {len(unseen)} images other ranks wrote "
-            f"(e.g. {unseen[0]}): --out must be a folder shared by all nodes"
-        )
     return _report(args, dataset, selected, records, num_iters)
+
+
+def _build_predictor(args: argparse.Namespace, dataset: Any, device: str | None,
+                     num_iters: int | None) -> Any:
+    """The GT-pose segmenter (``--gt-kpts``) or the loop: loads the models."""
+    if args.gt_kpts:
+        from .gt_poses import GTPosePredictor, build_segmenter
+
+        return GTPosePredictor(build_segmenter(args.config, device, args.weights_dir), dataset)
+    from .inference import build_loop_predictor
+
+    return build_loop_predictor(args.config, device, args.weights_dir, num_iters)
 
 
 def _report(
@@ -201,12 +212,10 @@ def _check_previous_run(out: Path, signature: dict[str, Any], overwrite: bool) -
         )
 
 
-def _prepare_out(out: Path, signature: dict[str, Any], overwrite: bool) -> None:
+def _prepare_out(logs: ShardLogs, signature: dict[str, Any], overwrite: bool) -> None:
     from ..coco import write_json_atomic
-    from .inference import LOG_GLOB
 
-    out.mkdir(parents=True, exist_ok=True)
+    logs.out.mkdir(parents=True, exist_ok=True)
     if overwrite:
-        for path in out.glob(LOG_GLOB):
-            path.unlink()
-    write_json_atomic(out / "run.json", signature)
+        logs.remove()
+    write_json_atomic(logs.out / "run.json", signature)

@@ -1,31 +1,33 @@
 """Running a predictor over the images of one rank, one JSONL line per image.
 
-Each rank appends to its own ``predictions.rank{R}.jsonl`` (fsync per image), so
-a crash loses at most the image in flight and no two processes write one file.
-Re-running skips every image any rank's log already holds. A failing image is
-logged and counted; only a predictor that fails on every image it tries is fatal.
+The logs, their merging and resume are :mod:`bmp.sharding`'s; decoding and
+batching are :mod:`bmp.batch_prediction`'s. What is eval's own: the records
+(every iteration of the loop, or GT-pose masks), and the rule that a failing
+image is logged and counted, while a predictor that fails on every image it
+tries is fatal.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path
+from contextlib import closing
 from typing import Any, Protocol
 
+import numpy as np
 from tqdm import tqdm
 
+from ..background_writer import BackgroundWriter
+from ..batch_prediction import people_per_iteration, predictions
 from ..coco import PredictionLog
+from ..distributed import Distributed
 from ..images import ImageError
+from ..sharding import ShardLogs
 from .dataset import EvalImage
-from .distributed import Distributed
 from .gt_poses import check_size
 from .records import loop_record
 
 logger = logging.getLogger("bmp.eval")
-
-LOG_GLOB = "predictions.rank*.jsonl"
 
 #: Consecutive failures, with no success yet, after which the run stops: every
 #: image failing means a broken setup, not bad images.
@@ -33,9 +35,15 @@ MAX_FAILURES_BEFORE_SUCCESS = 5
 
 
 class ImagePredictor(Protocol):
-    """Turns one dataset image into the payload of its record."""
+    """Predicts one dataset image; may also have ``predict_batch`` (see
+    :class:`bmp.batch_prediction.BatchPredictor`)."""
 
-    def __call__(self, image: EvalImage) -> dict[str, Any]: ...
+    def __call__(self, image: EvalImage) -> Any: ...
+
+    def to_record(self, output: Any, image: EvalImage) -> dict[str, Any]:
+        """The payload of the image's record (run in the writer thread: RLE and JSON
+        work stays off the model's thread)."""
+        ...
 
     def progress(self) -> str:
         """A short status of the last image for the progress bar."""
@@ -49,84 +57,89 @@ class LoopPredictor:
         self.bmp = bmp
         self.last: str = ""
 
-    def __call__(self, image: EvalImage) -> dict[str, Any]:
+    def __call__(self, image: EvalImage) -> list[Any]:
         history = self.bmp.predict_iterations(image.path)
         check_size(history[0].detect_input, image)
-        people = history[-1].people
-        per_iter = Counter(int(i) for i in people.iteration)
-        self.last = "+".join(str(per_iter[k]) for k in sorted(per_iter)) or "0"
+        self._found(history)
+        return history
+
+    def predict_batch(self, images: list[EvalImage], arrays: list[np.ndarray]) -> list[list[Any]]:
+        """The histories of several images, the loop running on them together."""
+        for image, array in zip(images, arrays, strict=True):
+            check_size(array, image)  # before the model: no batch is run for nothing
+        histories = self.bmp.predict_iterations_batch(arrays, names=[str(i.path) for i in images])
+        self._found(histories[-1])
+        return histories
+
+    def to_record(self, history: list[Any], image: EvalImage) -> dict[str, Any]:
         return loop_record(history, image.id)
+
+    def _found(self, history: list[Any]) -> None:
+        self.last = people_per_iteration(history[-1].people)
 
     def progress(self) -> str:
         return f"{self.last} people | {self.bmp.times.summary()}"
 
 
-def log_path(out: Path, rank: int) -> Path:
-    return out / f"predictions.rank{rank}.jsonl"
+class _FileRequired:
+    """A predictor that refuses an image whose file is missing before any model
+    runs; every other attribute (``predict_batch``, ``progress``) is the predictor's."""
 
+    def __init__(self, predictor: ImagePredictor) -> None:
+        self.predictor = predictor
 
-def read_logs(out: Path) -> dict[str, dict[str, Any]]:
-    """Every record of every rank's log, by file name; a success beats an error.
+    def __call__(self, image: EvalImage) -> Any:
+        if image.path is None:
+            raise ImageError(f"image file not found: {image.file_name}")
+        return self.predictor(image)
 
-    Logs are opened read-only: another rank may still be appending to its own.
-    """
-    merged: dict[str, dict[str, Any]] = {}
-    for path in sorted(out.glob(LOG_GLOB)):
-        for name, record in PredictionLog(path, readonly=True).records.items():
-            if name not in merged or "error" in merged[name]:
-                merged[name] = record
-    return merged
-
-
-def done_files(out: Path) -> set[str]:
-    return {name for name, record in read_logs(out).items() if "error" not in record}
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.predictor, name)
 
 
 def run_shard(
-    images: Iterable[EvalImage], predictor_factory: Any, out: Path, dist: Distributed
+    images: Iterable[EvalImage], predictor: ImagePredictor | None, logs: ShardLogs, dist: Distributed,
+    batch_size: int = 1, workers: int = 0,
 ) -> list[str]:
     """Predict this rank's images into its log.
 
     Args:
         images: this rank's images still to do.
-        predictor_factory: builds the predictor (loads models) only when there is work.
+        predictor: None when no rank has anything to do.
+        batch_size, workers: images per loop call and decoding processes.
     Returns:
         The file names of the images this call predicted successfully.
     """
     images = list(images)
-    if not images:
+    if not images or predictor is None:
         return []
-    predictor: ImagePredictor = predictor_factory()
-    log = PredictionLog(log_path(out, dist.rank))
-    desc = "bmp eval" + (f" [rank {dist.rank}/{dist.world_size}]" if dist.world_size > 1 else "")
-    # One bar per node is readable; shards are balanced, so rank 0's ETA is the run's.
-    bar = tqdm(images, desc=desc, unit="img", dynamic_ncols=True, disable=dist.local_rank != 0)
+    predictor = _FileRequired(predictor)
+    log = PredictionLog(logs.path(dist))
     done: list[str] = []
     failed = 0
-    for image in bar:
-        base = {"file": image.file_name, "image_id": image.id,
-                "height": image.height, "width": image.width}
-        try:
-            if image.path is None:
-                raise ImageError(f"image file not found: {image.file_name}")
-            payload = predictor(image)
-        except ImageError as exc:
-            error = str(exc)
-        except Exception as exc:  # one bad image must not end a day-long run
-            error = f"{type(exc).__name__}: {exc}"
-            logger.debug("image %s failed", image.file_name, exc_info=True)
-            if not done and failed + 1 >= MAX_FAILURES_BEFORE_SUCCESS:
-                raise
-        else:
-            log.append({**base, **payload})
-            done.append(image.file_name)
-            bar.set_postfix_str(predictor.progress())
-            continue
-        failed += 1
-        log.append({"file": image.file_name, "image_id": image.id, "error": error})
-        tqdm.write(f"skipped {image.file_name}: {error}")
-    bar.close()
+    outputs = predictions(images, [i.path for i in images], predictor, batch_size, workers, "bmp eval", dist)
+    with BackgroundWriter(threaded=workers > 0) as writer, closing(outputs):
+        for image, output in outputs:
+            if not isinstance(output, Exception):
+                writer.submit(_append_record, log, predictor, image, output)
+                done.append(image.file_name)
+                continue
+            if isinstance(output, ImageError):
+                error = str(output)
+            else:  # one bad image must not end a day-long run
+                error = f"{type(output).__name__}: {output}"
+                logger.debug("image %s failed", image.file_name, exc_info=output)
+                if not done and failed + 1 >= MAX_FAILURES_BEFORE_SUCCESS:
+                    raise output
+            failed += 1
+            writer.submit(log.append, {"file": image.file_name, "image_id": image.id, "error": error})
+            tqdm.write(f"skipped {image.file_name}: {error}")
     return done
+
+
+def _append_record(log: PredictionLog, predictor: ImagePredictor, image: EvalImage, output: Any) -> None:
+    base = {"file": image.file_name, "image_id": image.id, "height": image.height, "width": image.width}
+    log.append({**base, **predictor.to_record(output, image)})
 
 
 def build_loop_predictor(

@@ -94,31 +94,49 @@ class MMDetDetector:
             self._pipeline = Compose(steps)
         return self._pipeline
 
-    @torch.inference_mode()
     def detect(self, image: PixelArray) -> Instances:
+        return self.detect_batch([image])[0]
+
+    @torch.inference_mode()
+    def detect_batch(self, images: Sequence[PixelArray]) -> list[Instances]:
+        """People in every image; letterboxed inputs of one shape (all of them,
+        when the pipeline pads to a fixed size) go through the model together."""
         from mmdet.apis import inference_detector
         from mmengine.registry import DefaultScope
 
+        results: list = [None] * len(images)
         with DefaultScope.overwrite_default_scope("mmdet"), torchvision_nms():
             if self._letterbox is not None:
-                result = self._predict_on_device(image)
+                inputs = [self._letterboxed(image) for image in images]
+                by_shape: dict[tuple[int, ...], list[int]] = {}
+                for i, (x, _) in enumerate(inputs):
+                    by_shape.setdefault(tuple(x.shape), []).append(i)
+                for rows in by_shape.values():
+                    batch = torch.stack([inputs[i][0] for i in rows])
+                    predicted = self.model.predict(batch, [inputs[i][1] for i in rows], rescale=True)
+                    for i, result in zip(rows, predicted, strict=True):
+                        results[i] = result
             else:
-                # mmdet models are trained on BGR images (cv2 decoding).
-                bgr = np.ascontiguousarray(to_numpy(image)[..., ::-1])
-                result = inference_detector(self.model, bgr, test_pipeline=self._test_pipeline())
+                for i, image in enumerate(images):
+                    # mmdet models are trained on BGR images (cv2 decoding).
+                    bgr = np.ascontiguousarray(to_numpy(image)[..., ::-1])
+                    results[i] = inference_detector(self.model, bgr, test_pipeline=self._test_pipeline())
+        return [self._people(r, tuple(image.shape[:2])) for r, image in zip(results, images, strict=True)]
+
+    def _people(self, result, size: tuple[int, int]) -> Instances:
         pred = result.pred_instances
         keep = (pred.labels == self.person_class).nonzero().flatten()
         boxes = pred.bboxes[keep].float().cpu().numpy()
         scores = pred.scores[keep].float().cpu().numpy()
-        size = tuple(image.shape[:2])
         if "masks" in pred and len(keep):
             masks = pred.masks[keep].bool()  # stays on the device
         else:  # none, or a box-only model: empty masks, made where the loop's masks live
             masks = torch.zeros((len(keep), *size), dtype=torch.bool, device=pred.bboxes.device)
         return Instances(size, boxes=boxes, det_scores=scores, masks=masks)
 
-    def _predict_on_device(self, image: PixelArray):
-        """mmdet's Resize(keep_ratio) + Pad + DetDataPreprocessor, as tensor ops."""
+    def _letterboxed(self, image: PixelArray):
+        """mmdet's Resize(keep_ratio) + Pad + DetDataPreprocessor as tensor ops:
+        the model input (3, H, W) and its data sample."""
         import torch.nn.functional as F
         from mmdet.structures import DetDataSample
 
@@ -139,7 +157,7 @@ class MMDetDetector:
             img_shape=(new_h, new_w), ori_shape=(h, w), scale_factor=(new_w / w, new_h / h),
             pad_shape=(pad_h, pad_w), batch_input_shape=(pad_h, pad_w),
         ))
-        return self.model.predict(x, [sample], rescale=True)[0]
+        return x[0], sample
 
 
 _TORCHVISION_NMS_CFG = {"iou_threshold", "iou_thr", "offset", "score_threshold", "max_num", "split_thr"}
@@ -323,19 +341,32 @@ class UltralyticsDetector:
         self.max_per_img = max_per_img
         self.person_class = person_class
 
-    @torch.inference_mode()
     def detect(self, image: np.ndarray) -> Instances:
-        result = self.model.predict(
-            np.ascontiguousarray(image[..., ::-1]),
-            imgsz=self.imgsz,
-            conf=self.score_thr,
-            iou=self.nms_iou,
-            max_det=self.max_per_img,
-            classes=[self.person_class],
-            device=self.device,
-            verbose=False,
-        )[0]
-        return instances_from_ultralytics(result, image.shape[:2])
+        return self.detect_batch([image])[0]
+
+    @torch.inference_mode()
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Instances]:
+        """People in every image; images of one shape share a model call (with
+        several shapes Ultralytics would pad all to a square, and the answer
+        for an image would depend on its batch)."""
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_shape.setdefault(tuple(image.shape), []).append(i)
+        found: list = [None] * len(images)
+        for rows in by_shape.values():
+            results = self.model.predict(
+                [np.ascontiguousarray(to_numpy(images[i])[..., ::-1]) for i in rows],
+                imgsz=self.imgsz,
+                conf=self.score_thr,
+                iou=self.nms_iou,
+                max_det=self.max_per_img,
+                classes=[self.person_class],
+                device=self.device,
+                verbose=False,
+            )
+            for i, result in zip(rows, results, strict=True):
+                found[i] = instances_from_ultralytics(result, images[i].shape[:2])
+        return found
 
 
 def instances_from_ultralytics(result, image_size: tuple[int, int]) -> Instances:

@@ -98,33 +98,58 @@ class MMPoseTopDown:
         self.pad_batch = True
         return ["pose.backbone", "pose.head"]
 
-    @torch.inference_mode()
     def estimate(self, image: PixelArray, people: Instances) -> Instances:
-        if len(people) == 0:
-            return people
-        outputs = self._batched(image, people) if self.batched else self._per_sample(image, people)
-        kpts, scores, side = outputs
-        fallback = scores.copy()
-        return people.replace(
-            keypoints=kpts.astype(np.float32),
-            keypoint_scores=scores.astype(np.float32),
-            visibility=np.clip(side.get("keypoints_visible", fallback), 0, 1).astype(np.float32),
-            presence=np.clip(side.get("keypoints_probs", fallback), 0, 1).astype(np.float32),
-            kpt_oks=side.get("keypoints_oks", fallback).astype(np.float32),
-        )
+        return self.estimate_batch([image], [people])[0]
 
-    def _batched(self, image: PixelArray, people: Instances):
+    @torch.inference_mode()
+    def estimate_batch(
+        self, images: Sequence[PixelArray], people: Sequence[Instances],
+        others: Sequence[Instances | None] | None = None,
+    ) -> list[Instances]:
+        """Poses of ``people[b]`` on ``images[b]``: every crop of every image in
+        one forward pass."""
+        counts = [len(p) for p in people]
+        if not sum(counts):
+            return list(people)
+        run = self._batched if self.batched else self._per_sample
+        kpts, scores, side = run(images, people)
+        fallback = scores.copy()
+        visible = np.clip(side.get("keypoints_visible", fallback), 0, 1).astype(np.float32)
+        presence = np.clip(side.get("keypoints_probs", fallback), 0, 1).astype(np.float32)
+        oks = side.get("keypoints_oks", fallback).astype(np.float32)
+        out, start = [], 0
+        for p, n in zip(people, counts, strict=True):
+            rows = slice(start, start + n)
+            out.append(p if n == 0 else p.replace(
+                keypoints=kpts[rows].astype(np.float32), keypoint_scores=scores[rows].astype(np.float32),
+                visibility=visible[rows], presence=presence[rows], kpt_oks=oks[rows],
+            ))
+            start += n
+        return out
+
+    def _crops(self, images: Sequence[PixelArray], people: Sequence[Instances], input_size: tuple[int, int]):
+        """The crops of every person of every image, image by image."""
+        from .topdown import CropBatch, crop_people
+
+        dev = next(self.model.parameters()).device
+        parts = []
+        for image, p in zip(images, people, strict=True):
+            if len(p) == 0:
+                continue
+            image_t = to_tensor(image, dev).permute(2, 0, 1).float()
+            boxes = torch.from_numpy(p.boxes).to(dev)
+            masks = _conditioning_masks(p.masks, dev) if self.mask_alpha > 0 else None
+            parts.append(crop_people(image_t, boxes, input_size, self.padding, masks, self.mask_alpha))
+        return CropBatch.cat(parts)
+
+    def _batched(self, images: Sequence[PixelArray], people: Sequence[Instances]):
         from mmpose.models.utils.tta import flip_heatmaps
 
-        from .topdown import crop_people, decode_udp_heatmaps, heatmap_to_image
+        from .topdown import decode_udp_heatmaps, heatmap_to_image
 
         model, head = self.model, self.model.head
-        dev = next(model.parameters()).device
         codec = head.decoder
-        image_t = to_tensor(image, dev).permute(2, 0, 1).float()
-        boxes = torch.from_numpy(people.boxes).to(dev)
-        masks = _conditioning_masks(people.masks, dev) if self.mask_alpha > 0 else None
-        crops = crop_people(image_t, boxes, tuple(codec.input_size), self.padding, masks, self.mask_alpha)
+        crops = self._crops(images, people, tuple(codec.input_size))
         x = crops.images
         preprocessor = model.data_preprocessor
         if not getattr(preprocessor, "_channel_conversion", True):
@@ -161,26 +186,29 @@ class MMPoseTopDown:
         side_np = {name: v[:, :k].float().cpu().numpy() for name, v in side.items()}
         return kpts[:, :k].cpu().numpy(), scores[:, :k].float().cpu().numpy(), side_np
 
-    def _per_sample(self, image: PixelArray, people: Instances):
+    def _per_sample(self, images: Sequence[PixelArray], people: Sequence[Instances]):
         from mmcv.transforms import Compose
         from mmengine.dataset import pseudo_collate
         from mmengine.registry import DefaultScope
 
         from .mask_condition import mask_polygons
 
-        bgr = np.ascontiguousarray(to_numpy(image)[..., ::-1])
-        host_masks = to_numpy(people.masks) if self.mask_alpha > 0 else None
         with DefaultScope.overwrite_default_scope("mmpose"):
             if self._pipeline is None:
                 self._pipeline = Compose(self._pipeline_cfg)
             samples = []
-            for i, box in enumerate(people.boxes):
-                info = dict(img=bgr, bbox=box[None].astype(np.float32), bbox_score=np.ones(1, np.float32))
-                if self.mask_alpha > 0:
-                    # As the reference's inference_topdown: polygons (None: undimmed).
-                    info["segmentation"] = mask_polygons(host_masks[i].astype(bool, copy=False))
-                info.update(self.model.dataset_meta)
-                samples.append(self._pipeline(info))
+            for image, p in zip(images, people, strict=True):
+                if len(p) == 0:
+                    continue
+                bgr = np.ascontiguousarray(to_numpy(image)[..., ::-1])
+                host_masks = to_numpy(p.masks) if self.mask_alpha > 0 else None
+                for i, box in enumerate(p.boxes):
+                    info = dict(img=bgr, bbox=box[None].astype(np.float32), bbox_score=np.ones(1, np.float32))
+                    if self.mask_alpha > 0:
+                        # As the reference's inference_topdown: polygons (None: undimmed).
+                        info["segmentation"] = mask_polygons(host_masks[i].astype(bool, copy=False))
+                    info.update(self.model.dataset_meta)
+                    samples.append(self._pipeline(info))
             results = self.model.test_step(pseudo_collate(samples))
         k = NUM_KEYPOINTS
         kpts = np.concatenate([r.pred_instances.keypoints for r in results])[:, :k]
@@ -284,15 +312,48 @@ class UltralyticsTopDown:
         self.padding = padding
         self.score_thr = score_thr
 
-    @torch.inference_mode()
     def estimate(self, image: np.ndarray, people: Instances, others: Instances | None = None) -> Instances:
-        n = len(people)
-        if n == 0:
-            return people
-        first = others is None or len(others) == 0
-        if self.first_pass == "detector" and first and people.keypoint_scores.any():
-            scores = people.keypoint_scores
-            return people.replace(visibility=scores.copy(), presence=scores.copy())
+        return self.estimate_batch([image], [people], [others])[0]
+
+    @torch.inference_mode()
+    def estimate_batch(
+        self, images: Sequence[np.ndarray], people: Sequence[Instances],
+        others: Sequence[Instances | None] | None = None,
+    ) -> list[Instances]:
+        """Poses of ``people[b]`` on ``images[b]``; the crops of every image go
+        through the model as one batch."""
+        others = list(others) if others is not None else [None] * len(people)
+        out = list(people)
+        crops: list[np.ndarray] = []
+        pending: list[tuple[int, list[tuple[int, int]], list[np.ndarray]]] = []
+        for b, (image, p, o) in enumerate(zip(images, people, others, strict=True)):
+            if len(p) == 0:
+                continue
+            first = o is None or len(o) == 0
+            if self.first_pass == "detector" and first and p.keypoint_scores.any():
+                scores = p.keypoint_scores
+                out[b] = p.replace(visibility=scores.copy(), presence=scores.copy())
+                continue
+            mine, origins, query = self._crops(image, p, o)
+            crops += mine
+            pending.append((b, origins, query))
+        if not crops:
+            return out
+        # rect=False: every crop is letterboxed to the same square, so a crop's
+        # pose does not depend on which other crops share the call.
+        results = iter(self.model.predict(
+            crops, imgsz=self.imgsz, conf=self.score_thr, classes=[0], device=self.device,
+            verbose=False, rect=False,
+        ))
+        for b, origins, query in pending:
+            out[b] = self._read([next(results) for _ in origins], people[b], origins, query)
+        return out
+
+    def _crops(
+        self, image: np.ndarray, people: Instances, others: Instances | None
+    ) -> tuple[list[np.ndarray], list[tuple[int, int]], list[np.ndarray]]:
+        """Each person's padded box crop (BGR, conditioned), its origin in the
+        image and the person's box in crop pixels."""
         h, w = image.shape[:2]
         hide = self._hidden_pixels(people, others)
         crops, origins, query = [], [], []
@@ -308,10 +369,14 @@ class UltralyticsTopDown:
             crops.append(np.ascontiguousarray(crop))
             origins.append((x0, y0))
             query.append(box - np.array([x0, y0, x0, y0], np.float32))
-        results = self.model.predict(
-            crops, imgsz=self.imgsz, conf=self.score_thr, classes=[0],
-            device=self.device, verbose=False,
-        )
+        return crops, origins, query
+
+    @staticmethod
+    def _read(
+        results: list, people: Instances, origins: list[tuple[int, int]], query: list[np.ndarray]
+    ) -> Instances:
+        """Each crop's pose whose box best overlaps the person's, in image pixels."""
+        n = len(people)
         kpts = np.zeros((n, NUM_KEYPOINTS, 2), np.float32)
         scores = np.zeros((n, NUM_KEYPOINTS), np.float32)
         for i, result in enumerate(results):

@@ -74,11 +74,18 @@ def decoder_features(model: torch.nn.Module, features: EncoderFeatures) -> Decod
     return DecoderFeatures(coarse, high_res)
 
 
-def set_features(predictor: Any, features: EncoderFeatures, orig_hw: tuple[int, int]) -> None:
-    """Set a ``SAM2ImagePredictor``'s image from encoder features of one image
-    (fresh or cached), as its ``set_image`` would from the pixels."""
+def set_features(
+    predictor: Any, features: EncoderFeatures, orig_hw: tuple[int, int] | Sequence[tuple[int, int]]
+) -> None:
+    """Set a ``SAM2ImagePredictor``'s images from encoder features (fresh or
+    cached), as its ``set_image`` / ``set_image_batch`` would from the pixels.
+    ``orig_hw``: the (H, W) of the one image, or of each image of the batch."""
+    sizes = [tuple(orig_hw)] if isinstance(orig_hw[0], int) else [tuple(hw) for hw in orig_hw]
+    if len(sizes) != len(features):
+        raise ValueError(f"{len(sizes)} image sizes for features of {len(features)} images")
     dec = decoder_features(predictor.model, features)
     predictor.reset_predictor()
     predictor._features = {"image_embed": dec.image_embed, "high_res_feats": dec.high_res}
-    predictor._orig_hw = [tuple(orig_hw)]
+    predictor._orig_hw = sizes
+    predictor._is_batch = len(sizes) > 1
     predictor._is_image_set = True

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from ..images import PixelArray
 from ..keypoints import SKELETON, TORSO
 from ..masks import fill_small_regions
-from ..prompts import PromptConfig, confidence_channel, select_prompts
+from ..prompts import PAD_LABEL, PromptConfig, confidence_channel, select_prompts
 from ..structures import Instances, to_tensor
 from ..weights import load_or_warn, resolve_checkpoint
 from .base import SEGMENTERS, compile_in_place
-from .sam_decode import decode_by_point_count
+from .sam_decode import decode_people
 from .sam_features import encode, set_features
 
 
@@ -84,38 +84,72 @@ class SAM2Segmenter:
 
     @torch.inference_mode()
     def set_image(self, image: PixelArray) -> None:
-        """Encode ``image`` (H, W, 3) uint8 RGB, host array or device tensor.
-
-        ``SAM2ImagePredictor.set_image`` with its resize and normalisation done
-        on the model's device instead of the host."""
-        x = to_tensor(image, self.device).permute(2, 0, 1).float() / 255.0  # = ToTensor
-        size = tuple(x.shape[-2:])
-        x = self.predictor._transforms.transforms(x)[None]  # Resize + Normalize
-        set_features(self.predictor, encode(self.predictor.model, x), size)
+        """Encode ``image`` (H, W, 3) uint8 RGB, host array or device tensor."""
+        self.set_images([image])
 
     @torch.inference_mode()
+    def set_images(self, images: Sequence[PixelArray]) -> None:
+        """Encode a batch of images in one image-encoder call.
+
+        ``SAM2ImagePredictor.set_image_batch`` with its resize and normalisation
+        done on the model's device instead of the host."""
+        inputs, sizes = [], []
+        for image in images:
+            x = to_tensor(image, self.device).permute(2, 0, 1).float() / 255.0  # = ToTensor
+            sizes.append(tuple(x.shape[-2:]))
+            inputs.append(self.predictor._transforms.transforms(x))  # Resize + Normalize
+        set_features(self.predictor, encode(self.predictor.model, torch.stack(inputs)), sizes)
+
     def segment(self, people: Instances, others: Instances | None = None) -> Instances:
-        """Masks for ``people``; ``others`` (people found earlier) only feed
-        negative prompts when those are configured."""
-        n = len(people)
-        if n == 0:
-            return people
+        """Masks for ``people`` of the one image set; ``others`` (people found
+        earlier) only feed negative prompts when those are configured."""
+        return self.segment_batch([people], [others])[0]
+
+    @torch.inference_mode()
+    def segment_batch(
+        self, people: Sequence[Instances], others: Sequence[Instances | None] | None = None
+    ) -> list[Instances]:
+        """Masks for ``people[b]`` on image ``b`` of the batch set, every image's
+        people decoded together, one decoder call per prompt-point count."""
         if not self.predictor._is_image_set:
-            raise RuntimeError("SAM2Segmenter.set_image must be called before segment")
+            raise RuntimeError("SAM2Segmenter.set_image(s) must be called before segment")
+        if len(people) != len(self.predictor._orig_hw):
+            raise ValueError(f"people of {len(people)} images for {len(self.predictor._orig_hw)} images set")
+        others = list(others) if others is not None else [None] * len(people)
         cfg = self.prompt_config
-        points, labels = select_prompts(
-            people.keypoints, people.keypoint_scores, confidence_channel(people, cfg), cfg,
-            boxes=people.boxes,
-            others=(others.keypoints, others.keypoint_scores) if others is not None else None,
-        )
+        selected = [
+            select_prompts(
+                p.keypoints, p.keypoint_scores, confidence_channel(p, cfg), cfg, boxes=p.boxes,
+                others=(o.keypoints, o.keypoint_scores) if o is not None else None,
+            )
+            for p, o in zip(people, others, strict=True)
+        ]
+        if not any(len(p) for p in people):
+            return list(people)
+        width = max(points.shape[1] for points, _ in selected)
+        points = np.concatenate([_pad_points(pts, width) for pts, _ in selected])
+        labels = np.concatenate([_pad_labels(lbl, width) for _, lbl in selected])
+        image_index = np.concatenate([np.full(len(p), b, np.int64) for b, p in enumerate(people)])
+        boxes = np.concatenate([p.boxes for p in people]) if cfg.use_box else None
         # A person with no point is decoded from SAM's padding token alone, as
         # the reference's per-person calls do.
-        masks, scores = decode_by_point_count(
-            self.predictor, points, labels, people.boxes if cfg.use_box else None
-        )
-        return people.replace(
-            masks=masks, mask_scores=scores, prompts=points, prompt_labels=labels
-        )
+        masks, scores = decode_people(self.predictor, points, labels, image_index, boxes)
+        out, start = [], 0
+        for b, (p, (pts, lbl)) in enumerate(zip(people, selected, strict=True)):
+            stop = start + len(p)
+            out.append(p if len(p) == 0 else p.replace(
+                masks=masks[b], mask_scores=scores[start:stop], prompts=pts, prompt_labels=lbl
+            ))
+            start = stop
+        return out
+
+
+def _pad_points(points: np.ndarray, width: int) -> np.ndarray:
+    return np.pad(points, [(0, 0), (0, width - points.shape[1]), (0, 0)])
+
+
+def _pad_labels(labels: np.ndarray, width: int) -> np.ndarray:
+    return np.pad(labels, [(0, 0), (0, width - labels.shape[1])], constant_values=PAD_LABEL)
 
 
 @SEGMENTERS.register_module()

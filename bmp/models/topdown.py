@@ -30,6 +30,14 @@ class CropBatch:
     centers: torch.Tensor
     scales: torch.Tensor
 
+    @staticmethod
+    def cat(items: list[CropBatch]) -> CropBatch:
+        """The crops of several images, as one batch."""
+        if len(items) == 1:
+            return items[0]
+        return CropBatch(*(torch.cat(parts) for parts in zip(
+            *((i.images, i.centers, i.scales) for i in items), strict=True)))
+
 
 def boxes_to_center_scale(
     boxes: torch.Tensor, input_size: tuple[int, int], padding: float = 1.25

@@ -1,6 +1,6 @@
-"""``bmp video INPUT.mp4 --config CFG --out DIR``: the loop over a clip.
+"""``bmp video INPUT.mp4 [MORE.mp4 ...] --config CFG --out DIR``: the loop over clips.
 
-Writes into DIR:
+Writes into DIR (one input) or DIR/<stem>/ (each of several inputs):
 
 - ``annotated.mp4``: masks, skeletons and ``#track`` ids on every processed frame;
 - ``frames.jsonl``: one record per processed frame (COCO results + ``track_id``),
@@ -9,9 +9,15 @@ Writes into DIR:
 - ``summary.json``: frames, people per frame, tracks, fps achieved, stage times;
 - ``vis/*.jpg`` with ``--vis``: the overlay of every processed frame.
 
-Ctrl-C finishes the current frame, closes the MP4 and exits (a second Ctrl-C
-aborts at once; the MP4 is fragmented, so it still plays). Re-running the same
-command resumes: logged frames are replayed from ``frames.jsonl``, not recomputed.
+Ctrl-C finishes the frames in flight (the current batch), closes the MP4 and
+exits (a second Ctrl-C aborts at once; the MP4 is fragmented, so it still plays).
+Re-running the same command resumes: logged frames are replayed from
+``frames.jsonl``, not recomputed.
+
+Frames are decoded ahead by a reader thread and the outputs (overlays, MP4,
+JSONL) written by a writer thread (``--workers`` > 0), while ``--batch-size``
+frames share each model call. ``torchrun --nproc-per-node G -m bmp video ...``
+gives each rank whole videos (every G-th); rank 0 prints one line per video.
 """
 
 from __future__ import annotations
@@ -19,25 +25,44 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 OUTPUT_VIDEO = "annotated.mp4"
 FRAME_LOG = "frames.jsonl"
 
+logger = logging.getLogger(__name__)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..weights import add_trust_argument
 
-    parser.add_argument("input", help="video file (mp4, mov, mkv, avi, ...)")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="VIDEO",
+        help="video file(s) (mp4, mov, mkv, avi, ...); with several, each writes to OUT/<stem>/ "
+        "and two inputs with the same file stem are refused",
+    )
     parser.add_argument("--config", required=True, help="config file, e.g. configs/bmp_lite.py")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, metavar="B",
+        help="frames per model call, >= 1 (default: 8 on CUDA, 1 on CPU); with the temporal prior "
+        "or SAM 2 propagation frames go one at a time",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, metavar="W",
+        help="background I/O, >= 0: a reader thread decodes up to W batches ahead and a writer "
+        "thread writes the MP4, overlays and frames.jsonl; 0: all in the main thread "
+        "(default: min(4, cores) on CUDA, 0 on CPU)",
+    )
     parser.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th frame")
     parser.add_argument("--start", default="0",
                         help="first frame: an index, or seconds with an 's' suffix (2.5s)")
@@ -84,7 +109,7 @@ def parse_position(text: str | None, fps: float, what: str) -> int | None:
 
 @contextmanager
 def graceful_interrupt() -> Iterator[dict[str, bool]]:
-    """The first Ctrl-C sets ``state['stop']`` (finish the frame, close files);
+    """The first Ctrl-C sets ``state['stop']`` (finish the batch, close files);
     the second raises KeyboardInterrupt as usual."""
     from tqdm import tqdm
 
@@ -97,7 +122,7 @@ def graceful_interrupt() -> Iterator[dict[str, bool]]:
         if state["stop"]:
             raise KeyboardInterrupt
         state["stop"] = True
-        tqdm.write("bmp video: stopping after this frame (Ctrl-C again to abort now)")
+        tqdm.write("bmp video: stopping after the frames in flight (Ctrl-C again to abort now)")
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -118,37 +143,170 @@ def _signature(args: argparse.Namespace, video: Path, start: int, end: int | Non
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    from .io import VideoError
-
-    try:
-        return _run(args)
-    except VideoError as exc:
-        print(f"bmp: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
-    import cv2
-    from tqdm import tqdm
-
-    from ..coco import output_folder, write_json_atomic
+def plan_outputs(inputs: list[str], out: str) -> list[tuple[Path, Path]]:
+    """(video, its output folder) per input: OUT for a single video, as always;
+    OUT/<stem>/ for each of several, where two inputs with one stem are refused
+    (a deterministic rename would hide which folder is which video)."""
     from ..config import ConfigError
-    from ..vis import draw_instances
-    from .io import VideoError, VideoReader, VideoWriter
-    from .pipeline import VideoPipeline
-    from .records import FrameLog, frame_key
+
+    videos = [Path(v) for v in inputs]
+    if len(videos) == 1:
+        return [(videos[0], Path(out))]
+    first: dict[str, Path] = {}
+    for video in videos:
+        if video.stem in first:
+            raise ConfigError(f"{first[video.stem]} and {video} would both write to "
+                              f"{Path(out) / video.stem}; rename one or run them separately")
+        first[video.stem] = video
+    return [(video, Path(out) / video.stem) for video in videos]
+
+
+@dataclass(frozen=True)
+class VideoOutcome:
+    """How one video went (sent to rank 0): exit code 0, 2 (error) or 130
+    (interrupted), and the line rank 0 prints for it."""
+
+    index: int
+    code: int
+    line: str
+
+
+class _Pipelines:
+    """One :class:`VideoPipeline` per process, built for the first video (a rank
+    with no video loads no model) and reset for each next one."""
+
+    def __init__(self, args: argparse.Namespace, device: str | None, batch: int) -> None:
+        self.args, self.device, self.batch = args, device, batch
+        self.pipeline: Any = None
+
+    def next_video(self) -> Any:
+        from .pipeline import VideoPipeline
+
+        if self.pipeline is not None:
+            self.pipeline.reset()
+            return self.pipeline
+        args = self.args
+        self.pipeline = VideoPipeline.from_config(args.config, device=self.device,
+                                                  weights_dirs=args.weights_dir,
+                                                  num_iters=args.iters, prior=args.prior)
+        if self.batch > 1 and self.pipeline.sequential:
+            logger.info("the temporal prior / SAM 2 propagation needs each frame's result for the "
+                        "next: one frame per model call (--batch-size %d unused); decoding and "
+                        "writing still run in the background", self.batch)
+        return self.pipeline
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
+    from ..distributed import init_distributed
 
     if args.every < 1:
         raise ConfigError(f"--every must be >= 1, got {args.every}")
-    reader = VideoReader(args.input, backend=args.backend, timeout=args.timeout)
+    jobs = plan_outputs(args.inputs, args.out)
+    dist, device = init_distributed(args.device)
+    try:
+        return _run_videos(args, jobs, dist, device)
+    finally:
+        dist.close()
+
+
+def _run_videos(args: argparse.Namespace, jobs: list[tuple[Path, Path]], dist: Any,
+                device: str | None) -> int:
+    from ..coco import OutputError
+    from ..config import ConfigError
+    from ..image_loader import resolve_batching
+    from .io import VideoError
+
+    batch, workers = resolve_batching(args.batch_size, args.workers, device)
+    several = len(jobs) > 1 or dist.world_size > 1
+    pipelines = _Pipelines(args, device, batch)
+    indexed = list(enumerate(jobs))
+    outcomes: list[VideoOutcome] = []
+    with graceful_interrupt() as interrupt:
+        for index, (video, out) in dist.shard(indexed):
+            if interrupt["stop"]:
+                outcomes.append(VideoOutcome(index, 130, f"{video.name}: not started (interrupted)"))
+                continue
+            try:
+                summary = _process_video(args, video, out, pipelines, batch, workers, interrupt,
+                                         desc=video.name if several else "bmp video")
+            except (VideoError, ConfigError, OutputError) as exc:
+                if not several:
+                    print(f"bmp: error: {exc}", file=sys.stderr)
+                outcomes.append(VideoOutcome(index, 2, f"{video.name}: error: {exc}"))
+                continue
+            if not several:
+                _print_summary(summary, out)
+            stopped = " (interrupted)" if summary["interrupted"] else ""
+            outcomes.append(VideoOutcome(index, 130 if summary["interrupted"] else 0,
+                                         f"{video.name}: {_summary_line(summary)} -> {out}{stopped}"))
+    dist.barrier()  # rank 0 reports once every rank has finished its videos
+    everyone = [o for part in dist.all_gather(outcomes) for o in part]
+    if not dist.is_main:
+        return max((o.code for o in outcomes), default=0)
+    if several:
+        for outcome in sorted(everyone, key=lambda o: o.index):
+            print(outcome.line)
+        failed = [jobs[o.index][0].name for o in everyone if o.code == 2]
+        if failed:
+            print(f"bmp: error: {len(failed)} of {len(jobs)} videos failed: {', '.join(failed)}",
+                  file=sys.stderr)
+    code = max((o.code for o in everyone), default=0)
+    if code == 130:
+        print("bmp: interrupted; re-run the same command to resume", file=sys.stderr)
+    return code
+
+
+def _batches(frames: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive groups of ``size`` items (the last may be shorter)."""
+    group: list[Any] = []
+    for frame in frames:
+        group.append(frame)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _emit(writer: Any, log: Any, vis_dir: Path | None, frame: Any, people: Any,
+          record: dict[str, Any] | None) -> None:
+    """One frame's outputs, in the order the kill guarantee needs: the MP4 (its
+    writer fsyncs) before the frame's log record, so the log never runs ahead."""
+    import cv2
+
+    from ..coco import OutputError
+    from ..vis import draw_instances
+
+    overlay = draw_instances(frame.image, people, show_prompts=False)
+    writer.write(overlay)
+    if vis_dir is not None:
+        path = vis_dir / f"{frame.index:06d}.jpg"
+        if not cv2.imwrite(str(path), overlay):
+            raise OutputError(f"cannot write {path}")
+    if record is not None:
+        log.append(record)
+
+
+def _process_video(args: argparse.Namespace, video: Path, out_dir: Path, pipelines: _Pipelines,
+                   batch: int, workers: int, interrupt: dict[str, bool], desc: str) -> dict[str, Any]:
+    """One video into ``out_dir``; returns its summary (also written to summary.json)."""
+    from tqdm import tqdm
+
+    from ..background_writer import BackgroundWriter
+    from ..coco import output_folder, write_json_atomic
+    from ..config import ConfigError
+    from .io import VideoError, VideoReader, VideoWriter
+    from .records import FrameLog, frame_key
+
+    reader = VideoReader(video, backend=args.backend, timeout=args.timeout)
     info = reader.info
     start = parse_position(args.start, info.fps, "start") or 0
     end = parse_position(args.end, info.fps, "end")
     if end is not None and end <= start:
         raise ConfigError(f"--end ({end}) must come after --start ({start})")
 
-    out = output_folder(args.out)
+    out = output_folder(out_dir)
     log_path, sig_path = out / FRAME_LOG, out / "run.json"
     signature = _signature(args, reader.path, start, end)
     if args.overwrite:
@@ -161,43 +319,37 @@ def _run(args: argparse.Namespace) -> int:
     write_json_atomic(sig_path, signature)
     log = FrameLog(log_path)
 
-    pipeline = VideoPipeline.from_config(args.config, device=args.device, weights_dirs=args.weights_dir,
-                                         num_iters=args.iters, prior=args.prior)
-    if args.vis:
-        (out / "vis").mkdir(exist_ok=True)
+    pipeline = pipelines.next_video()
+    vis_dir = out / "vis" if args.vis else None
+    if vis_dir is not None:
+        vis_dir.mkdir(exist_ok=True)
     name = reader.path.name
     per_frame: list[tuple[int, int]] = []
     times: list[float] = []
     track_ids: set[int] = set()
-    resumed, compute_seconds, interrupted = 0, 0.0, False
-    bar = tqdm(total=reader.expected_frames(start, end, args.every), desc="bmp video", unit="frame",
+    resumed, interrupted = 0, False
+    bar = tqdm(total=reader.expected_frames(start, end, args.every), desc=desc, unit="frame",
                dynamic_ncols=True)
     writer = VideoWriter(out / OUTPUT_VIDEO, fps=(info.fps or 25.0) / args.every, backend=args.backend)
     loop_began = time.perf_counter()
     try:
-        with graceful_interrupt() as interrupt:
-            for frame in reader.frames(start, end, args.every):
-                frame = pipeline.conform(frame)
-                key = frame_key(name, frame.index)
-                if key in log:
-                    people = pipeline.restore(frame, log.get(key))
-                    record = None
-                    resumed += 1
-                else:
-                    began = time.perf_counter()
-                    people, record = pipeline.step(frame, name)
-                    compute_seconds += time.perf_counter() - began
-                overlay = draw_instances(frame.image, people, show_prompts=False)
-                writer.write(overlay)
-                if args.vis:
-                    cv2.imwrite(str(out / "vis" / f"{frame.index:06d}.jpg"), overlay)
-                if record is not None:  # logged after the MP4 has the frame
-                    log.append(record)
-                per_frame.append((frame.index, len(people)))
-                times.append(frame.time if frame.time is not None else float("nan"))
-                track_ids.update(int(t) for t in people.track_id if t >= 0)
-                bar.update(1)
-                bar.set_postfix_str(f"{len(people)} people, {len(track_ids)} tracks | "
+        # Up to two batches of frames wait for the writer, so the model never waits on it.
+        with BackgroundWriter(max_pending=2 * batch, threaded=workers > 0,
+                              name="bmp-video-writer") as output:
+            for chunk in _batches(reader.frames(start, end, args.every, prefetch=workers * batch), batch):
+                chunk = [pipeline.conform(frame) for frame in chunk]
+                keys = [frame_key(name, frame.index) for frame in chunk]
+                logged = [log.get(key) if key in log else None for key in keys]
+                for frame, (people, record) in zip(chunk, pipeline.process(chunk, logged, name),
+                                                   strict=True):
+                    output.submit(_emit, writer, log, vis_dir, frame, people, record)
+                    if record is None:
+                        resumed += 1
+                    per_frame.append((frame.index, len(people)))
+                    times.append(frame.time if frame.time is not None else float("nan"))
+                    track_ids.update(int(t) for t in people.track_id if t >= 0)
+                    bar.update(1)
+                bar.set_postfix_str(f"{per_frame[-1][1]} people, {len(track_ids)} tracks | "
                                     f"{pipeline.stage_summary()}")
                 if interrupt["stop"]:
                     interrupted = True
@@ -211,14 +363,11 @@ def _run(args: argparse.Namespace) -> int:
         raise VideoError(f"{name}: no decodable frame in the range start={start}, end={end}")
 
     log.write_results(out / "results.json")
-    summary = _summary(info, per_frame, times, track_ids, pipeline, resumed, compute_seconds,
+    summary = _summary(info, per_frame, times, track_ids, pipeline, resumed, pipeline.compute_seconds,
                        loop_seconds, interrupted, writer, out, args)
+    summary.update(batch_size=batch, workers=workers)
     write_json_atomic(out / "summary.json", summary)
-    _print_summary(summary, out)
-    if interrupted:
-        print("bmp: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
-    return 0
+    return summary
 
 
 def _summary(info: Any, per_frame: list[tuple[int, int]], times: list[float], track_ids: set[int],
@@ -256,13 +405,17 @@ def _summary(info: Any, per_frame: list[tuple[int, int]], times: list[float], tr
     }
 
 
-def _print_summary(summary: dict[str, Any], out: Path) -> None:
+def _summary_line(summary: dict[str, Any]) -> str:
     fps = f"{summary['fps']:.2f} fps"
     if summary["fps_model"]:
         fps += f" ({summary['fps_model']:.2f} fps in the model)"
-    print(f"{summary['frames']} frames ({summary['frames_resumed']} resumed), "
-          f"{summary['people_mean']:.1f} people per frame (max {summary['people_max']}), "
-          f"{summary['tracks']} tracks, {fps}")
+    return (f"{summary['frames']} frames ({summary['frames_resumed']} resumed), "
+            f"{summary['people_mean']:.1f} people per frame (max {summary['people_max']}), "
+            f"{summary['tracks']} tracks, {fps}")
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    print(_summary_line(summary))
     if summary["variable_frame_rate"]:
         print(f"note: variable frame rate; {OUTPUT_VIDEO} is written at a constant "
               f"{summary['output_video']['fps']:.3g} fps, per-frame times are in {FRAME_LOG}")

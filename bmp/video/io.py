@@ -1,7 +1,8 @@
 """Decoding and encoding video: PyAV first, OpenCV as the fallback.
 
-Frames are decoded in a background thread into a small bounded queue, so a long
-clip never sits in memory and decoding overlaps the model. Every wait on the
+Frames are decoded in a background thread into a small bounded queue (or, with
+``prefetch=0``, one at a time when asked for), so a long clip never sits in
+memory and decoding overlaps the model. Every wait on the
 decoder has a timeout: a file that stalls the demuxer or decoder ends in a
 :class:`VideoError`, never a hang. Frames come out upright (rotation metadata
 of phone videos is applied) as (H, W, 3) uint8 RGB.
@@ -19,6 +20,7 @@ playable.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -298,16 +300,43 @@ class _Prefetch:
                     ) from None
                 if item is self._END:
                     return
+                if isinstance(item, VideoError):
+                    raise item
                 if isinstance(item, BaseException):
-                    if isinstance(item, VideoError):
-                        raise item
-                    raise VideoError(f"decoding failed: {item}") from item
+                    raise _decode_error(item) from item
                 yield item
         finally:
             self.close()
 
     def close(self) -> None:
         self.stop.set()
+
+
+def _decode_error(exc: BaseException) -> VideoError:
+    return VideoError(f"decoding failed: {exc}")
+
+
+def _on_demand(make: Callable[[], Iterator[Frame]], timeout: float) -> Iterator[Frame]:
+    """Frames decoded only when asked for, with no read-ahead; each still has
+    ``timeout`` seconds (a watchdog thread decodes it while the caller waits)."""
+    end = object()
+    frames = make()
+    try:
+        while True:
+            try:
+                item = _call_with_timeout(lambda: next(frames, end), timeout, "decoding a frame")
+            except VideoError:
+                raise
+            except Exception as exc:
+                raise _decode_error(exc) from exc
+            if item is end:
+                return
+            yield item
+    finally:
+        # Closes the container now, not at garbage collection; a ValueError means a
+        # stalled decode still runs the generator in its abandoned watchdog thread.
+        with contextlib.suppress(ValueError):
+            frames.close()
 
 
 class VideoReader:
@@ -337,8 +366,12 @@ class VideoReader:
             self.info = _call_with_timeout(lambda: _probe_opencv(self.path), self.timeout,
                                            f"opening {self.path.name}")
 
-    def frames(self, start: int = 0, end: int | None = None, every: int = 1) -> Iterator[Frame]:
-        """Frames ``start, start + every, ...`` before ``end`` (source indices)."""
+    def frames(
+        self, start: int = 0, end: int | None = None, every: int = 1, prefetch: int = 4
+    ) -> Iterator[Frame]:
+        """Frames ``start, start + every, ...`` before ``end`` (source indices),
+        decoded up to ``prefetch`` frames ahead in a background thread (0: only
+        when the caller asks for the next one)."""
         if every < 1 or start < 0 or (end is not None and end <= start):
             raise VideoError(f"empty or invalid frame range: start={start}, end={end}, every={every}")
 
@@ -353,7 +386,9 @@ class VideoReader:
         else:
             def make() -> Iterator[Frame]:
                 return _opencv_frames(self.path, wanted)
-        return iter(_Prefetch(make, self.timeout))
+        if prefetch <= 0:
+            return _on_demand(make, self.timeout)
+        return iter(_Prefetch(make, self.timeout, depth=prefetch))
 
     def expected_frames(self, start: int = 0, end: int | None = None, every: int = 1) -> int | None:
         """How many frames :meth:`frames` should yield, from the container's count."""

@@ -12,6 +12,10 @@ Per processed frame (:meth:`VideoPipeline.step`)::
 
 State after a frame is computed from its record only, so :meth:`restore`
 rebuilds it from a log without running the model: resume == one full run.
+
+:meth:`VideoPipeline.process` takes a batch of frames: without the prior and
+propagation no frame's loop depends on another's, so they go through
+``BMP.predict_batch`` together and only the tracker runs frame by frame.
 """
 
 from __future__ import annotations
@@ -75,13 +79,22 @@ class VideoPipeline:
                  propagator: Any | None = None) -> None:
         self.model = model
         self.config = config if isinstance(config, VideoConfig) else VideoConfig.from_dict(config)
-        self.tracker = Tracker(self.config.tracker)
         self.propagator = propagator
         if self.config.prior.enabled and type(model.pose).__name__ == "DetectorKeypoints":
             raise ConfigError("video.prior needs a top-down pose model; DetectorKeypoints only "
                               "keeps the detector's keypoints and cannot pose a seeded box")
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the video so far (tracks, SAM 2 memory, timings): ready for the
+        next video with the same models."""
+        self.tracker = Tracker(self.config.tracker)
+        if self.propagator is not None:
+            self.propagator.reset()
         #: Seconds per stage summed over processed frames (loop stages + track, propagate).
         self.seconds: dict[str, float] = defaultdict(float)
+        #: Seconds spent computing frames (loop, tracker, propagation); replays cost none.
+        self.compute_seconds = 0.0
         self.frames_processed = 0
         self._size: tuple[int, int] | None = None  # (H, W) of the first frame
 
@@ -156,6 +169,12 @@ class VideoPipeline:
             frame = Frame(frame.index, frame.time, image)
         return frame
 
+    @property
+    def sequential(self) -> bool:
+        """Frame t's loop needs frame t-1's result (temporal prior or SAM 2
+        propagation), so frames cannot share a model call."""
+        return self.config.prior.enabled or self.propagator is not None
+
     def step(self, frame: Frame, video_name: str = "video") -> tuple[Instances, dict[str, Any]]:
         """Run the loop on one frame and track its people.
 
@@ -163,12 +182,60 @@ class VideoPipeline:
             (people, record): the frame's people with ``track_id`` (N,) (as read
             back from ``record``, the frame's JSONL record).
         """
+        began = time.perf_counter()
         frame = self.conform(frame)
         propagated = self._propagate(frame.image)
         prior = self.predict_prior(frame.image, propagated)
         people = self.model.predict(frame.image, prior=prior)
+        self._add_model_times()
+        tracked = self._track(frame, people, propagated, video_name)
+        self.compute_seconds += time.perf_counter() - began
+        return tracked
+
+    def process(
+        self, frames: Sequence[Frame], logged: Sequence[dict[str, Any] | None], video_name: str = "video"
+    ) -> list[tuple[Instances, dict[str, Any] | None]]:
+        """A batch of consecutive frames, in order: one with a ``logged`` record
+        is replayed (:meth:`restore`; its record comes back None), the others
+        are computed.
+
+        Unless :attr:`sequential`, the frames go through one ``BMP.predict_batch``
+        call before the tracker takes them in order (the loop does not depend on
+        the tracker then). A batched forward differs from a single one by float
+        noise, so a partly logged batch (the one a kill cut short) is run whole
+        again: each frame then sees the batch it saw before, and a resumed run
+        with the same batch size stays identical to one uninterrupted run.
+        """
+        if len(frames) != len(logged):
+            raise ValueError(f"{len(frames)} frames but {len(logged)} logged records")
+        frames = [self.conform(frame) for frame in frames]
+        pending = [record is None for record in logged]
+        if self.sequential or len(frames) == 1 or not any(pending):
+            return [self.step(frame, video_name) if record is None else (self.restore(frame, record), None)
+                    for frame, record in zip(frames, logged, strict=True)]
+        began = time.perf_counter()
+        found = self.model.predict_batch([frame.image for frame in frames])
+        self._add_model_times()
+        self.compute_seconds += time.perf_counter() - began
+        out: list[tuple[Instances, dict[str, Any] | None]] = []
+        for frame, record, people in zip(frames, logged, found, strict=True):
+            if record is not None:
+                out.append((self.restore(frame, record), None))
+                continue
+            began = time.perf_counter()
+            out.append(self._track(frame, people, None, video_name))
+            self.compute_seconds += time.perf_counter() - began
+        return out
+
+    def _add_model_times(self) -> None:
         for stage, seconds in self.model.times.seconds.items():
             self.seconds[stage] += seconds
+
+    def _track(
+        self, frame: Frame, people: Instances, propagated: dict[int, np.ndarray] | None, video_name: str
+    ) -> tuple[Instances, dict[str, Any]]:
+        """Track ids for the loop's ``people`` of ``frame``, the frame's record,
+        and the tracker (and SAM 2 memory) moved on from that record."""
         with _timer(self.seconds, "track"):
             small = None
             if propagated:

@@ -1,6 +1,6 @@
-"""torch.distributed for sharding an evaluation: one process per GPU (or CPU worker).
+"""torch.distributed for sharding work (images, videos) over processes: one per GPU (or CPU worker).
 
-Started by ``torchrun --nproc_per_node=K -m bmp eval ...`` (one or several nodes),
+Started by ``torchrun --nproc_per_node=K -m bmp run|eval|video ...`` (one or several nodes),
 each process reads its rank from the environment torchrun sets. Without
 torchrun, or with one process, nothing is initialised and every call is local.
 
@@ -27,7 +27,7 @@ BARRIER_TIMEOUT = timedelta(hours=6)
 
 @dataclass
 class Distributed:
-    """This process's place among the evaluation processes."""
+    """This process's place among the processes that share the work."""
 
     rank: int = 0
     world_size: int = 1
