@@ -108,10 +108,7 @@ class MMDetDetector:
         with DefaultScope.overwrite_default_scope("mmdet"), torchvision_nms():
             if self._letterbox is not None:
                 inputs = [self._letterboxed(image) for image in images]
-                by_shape: dict[tuple[int, ...], list[int]] = {}
-                for i, (x, _) in enumerate(inputs):
-                    by_shape.setdefault(tuple(x.shape), []).append(i)
-                for rows in by_shape.values():
+                for rows in same_shape_groups([x for x, _ in inputs]):
                     batch = torch.stack([inputs[i][0] for i in rows])
                     predicted = self.model.predict(batch, [inputs[i][1] for i in rows], rescale=True)
                     for i, result in zip(rows, predicted, strict=True):
@@ -158,6 +155,15 @@ class MMDetDetector:
             pad_shape=(pad_h, pad_w), batch_input_shape=(pad_h, pad_w),
         ))
         return x[0], sample
+
+
+def same_shape_groups(arrays: Sequence[PixelArray]) -> list[list[int]]:
+    """The indices of ``arrays`` grouped by shape, in first-seen order: the
+    inputs one model call can stack."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, array in enumerate(arrays):
+        groups.setdefault(tuple(array.shape), []).append(i)
+    return list(groups.values())
 
 
 _TORCHVISION_NMS_CFG = {"iou_threshold", "iou_thr", "offset", "score_threshold", "max_num", "split_thr"}
@@ -349,11 +355,8 @@ class UltralyticsDetector:
         """People in every image; images of one shape share a model call (with
         several shapes Ultralytics would pad all to a square, and the answer
         for an image would depend on its batch)."""
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, image in enumerate(images):
-            by_shape.setdefault(tuple(image.shape), []).append(i)
         found: list = [None] * len(images)
-        for rows in by_shape.values():
+        for rows in same_shape_groups(images):
             results = self.model.predict(
                 [np.ascontiguousarray(to_numpy(images[i])[..., ::-1]) for i in rows],
                 imgsz=self.imgsz,
