@@ -34,6 +34,11 @@ class LoopConfig:
     - ``oks_nms_prefer``: which of two duplicates survives: ``'confident'``
       (more confident keypoints, BMP's rule) or ``'earlier'`` (the earlier
       iteration's, useful when masks cover people only partly).
+    - ``redetected_iou``: a detection whose box overlaps the box of a person
+      found before (an earlier iteration, or a video prior) at IoU >= this is
+      that person detected again through what their mask left visible, and is
+      dropped before pose (None: every detection is posed and left to
+      pose-NMS, as in the reference).
     - ``exclusive_masks``: give overlapping pixels to the best-scoring mask.
     - ``person_score``: a person's score: ``'keypoints'`` (the mean keypoint
       score, BMP's rule) or ``'detector'`` (the detection score; the ranking a
@@ -54,6 +59,7 @@ class LoopConfig:
     oks_nms_thr: float = 0.8
     oks_kpt_thr: float = 0.3
     oks_nms_prefer: str = "confident"
+    redetected_iou: float | None = None
     exclusive_masks: bool = True
     person_score: str = "keypoints"
     precision: str = "fp32"
@@ -80,6 +86,8 @@ class LoopConfig:
             raise ConfigError(
                 f"loop.oks_nms_prefer must be 'confident' or 'earlier', got {cfg.oks_nms_prefer!r}"
             )
+        if cfg.redetected_iou is not None and not 0.0 < cfg.redetected_iou <= 1.0:
+            raise ConfigError(f"loop.redetected_iou must be in (0, 1] or None, got {cfg.redetected_iou}")
         if cfg.person_score not in ("keypoints", "detector"):
             raise ConfigError(
                 f"loop.person_score must be 'keypoints' or 'detector', got {cfg.person_score!r}"

@@ -36,7 +36,7 @@ import torch
 from .box_nms import box_nms
 from .config import LoopConfig, load_config
 from .images import ImageLike, PixelArray, load_image
-from .masks import exclusive_masks, fill_missing_masks, mask_out
+from .masks import box_iou, exclusive_masks, fill_missing_masks, mask_out
 from .models import DETECTORS, POSE_ESTIMATORS, SEGMENTERS, Detector, PoseEstimator, Segmenter
 from .models.base import build_component
 from .models.batched import BatchSegmenter, detect_batch, estimate_batch
@@ -338,7 +338,8 @@ class BMP:
                 break
             for state in active:
                 state.detector_inputs.append(state.detect_input)
-            detections = self.detect([s.detect_input for s in active], [s.name for s in active], iteration)
+            detections = self.detect([s.detect_input for s in active], [s.name for s in active], iteration,
+                                     [s.found for s in active])
             posing = [(s, d) for s, d in zip(active, detections, strict=True) if len(d)]
             if posing:
                 new = self.estimate_pose([s.frame for s, _ in posing], [d for _, d in posing],
@@ -396,13 +397,27 @@ class BMP:
     # The six steps, each for every image of a batch ------------------------
 
     def detect(
-        self, images: Sequence[PixelArray], names: Sequence[str | None], iteration: int
+        self, images: Sequence[PixelArray], names: Sequence[str | None], iteration: int,
+        found: Sequence[Instances] | None = None,
     ) -> list[Instances]:
         """Step 1: people on each (masked) detector input, filtered by score and
-        greedy box NMS (whole-pixel IoU, as the reference's), best first."""
+        greedy box NMS (whole-pixel IoU, as the reference's), best first; with
+        ``loop.redetected_iou``, without those who re-detect a person of
+        ``found`` (the people found so far in each image)."""
+        found = found or [None] * len(images)
         with self.times("detect"), self.autocast():
-            found = detect_batch(self.detector, images, names)
-            return [self._filter_detections(p, iteration) for p in found]
+            detected = detect_batch(self.detector, images, names)
+            people = [self._filter_detections(p, iteration) for p in detected]
+            return [self._without_redetected(p, f) for p, f in zip(people, found, strict=True)]
+
+    def _without_redetected(self, people: Instances, found: Instances | None) -> Instances:
+        # A mask that covers its person only partly (Pose2Instance follows the
+        # skeleton) lets the detector find them again, with nearly the same
+        # box; their top-down pose would be theirs again, for pose-NMS to drop.
+        thr = self.loop.redetected_iou
+        if thr is None or found is None or not len(found) or not len(people):
+            return people
+        return people[box_iou(people.boxes, found.boxes).max(1) < thr]
 
     def _filter_detections(self, people: Instances, iteration: int) -> Instances:
         h, w = people.image_size

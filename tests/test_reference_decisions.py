@@ -154,3 +154,4 @@ def test_published_configs_carry_the_reference_thresholds():
         assert (loop.num_iters, loop.det_score_thr, loop.det_nms_iou) == (2, 0.3, 0.3)
         assert loop.exclusive_masks is True
         assert loop.get("oks_nms_prefer", "confident") == "confident"
+        assert loop.get("redetected_iou") is None  # every detection is posed
