@@ -308,13 +308,10 @@ class _LoopOnFiles:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .distributed import init_distributed
+    from .distributed import process_group
 
-    dist, device = init_distributed(args.device)
-    try:
+    with process_group(args.device) as (dist, device):
         return _run(args, dist, device)
-    finally:
-        dist.close()
 
 
 def _run(args: argparse.Namespace, dist: Distributed, device: str | None) -> int:
@@ -465,6 +462,7 @@ def _write_results(out: Path, paths: list[Path], records: dict[str, dict[str, An
     for file, error in errors:
         print(f"  skipped {file}: {error}", file=sys.stderr)
     return 0 if images else 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,6 +13,8 @@ NCCL setup, and each rank still runs its models on its own GPU
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -89,3 +91,14 @@ def init_distributed(device: str | None) -> tuple[Distributed, str | None]:
         torch.cuda.set_device(device)
     dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
     return Distributed(rank, world_size, local_rank, initialised=True), device
+
+
+@contextmanager
+def process_group(device: str | None) -> Iterator[tuple[Distributed, str | None]]:
+    """:func:`init_distributed` for the length of a command: the group is left
+    again however the command ends."""
+    dist, device = init_distributed(device)
+    try:
+        yield dist, device
+    finally:
+        dist.close()

@@ -55,13 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import init_distributed
+    from ..distributed import process_group
 
-    dist, device = init_distributed(args.device)
-    try:
+    with process_group(args.device) as (dist, device):
         return _evaluate(args, dist, device)
-    finally:
-        dist.close()
 
 
 def _evaluate(args: argparse.Namespace, dist: Any, device: str | None) -> int:

@@ -198,16 +198,13 @@ class _Pipelines:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
-    from ..distributed import init_distributed
+    from ..distributed import process_group
 
     if args.every < 1:
         raise ConfigError(f"--every must be >= 1, got {args.every}")
     jobs = plan_outputs(args.inputs, args.out)
-    dist, device = init_distributed(args.device)
-    try:
+    with process_group(args.device) as (dist, device):
         return _run_videos(args, jobs, dist, device)
-    finally:
-        dist.close()
 
 
 def _run_videos(args: argparse.Namespace, jobs: list[tuple[Path, Path]], dist: Any,
