@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from .distributed import Distributed
 from .image_loader import Decoded, decoded_batches
+from .termination import StopRequest
 
 logger = logging.getLogger("bmp")
 
@@ -57,6 +59,7 @@ def predictions(
     workers: int,
     command: str,
     dist: Distributed,
+    stop: StopRequest | None = None,
 ) -> Iterator[tuple[T, Any]]:
     """``(item, output)`` for every item, in order; ``output`` is what the
     predictor returned, or the Exception its per-item call raised (the caller
@@ -66,6 +69,8 @@ def predictions(
         paths: the image file of each item (None: it has none).
         workers: decoding processes (0: decode in this thread).
         command: the progress bar's label (``bmp run``); the bar counts images.
+        stop: once requested (SIGTERM, Ctrl-C), no further batch starts; the
+            items of the batch in flight still come out.
     """
     # A batch of one gains nothing, so items go through the per-item call, which
     # reads its own file: decoding them here as well would read every file twice.
@@ -74,18 +79,23 @@ def predictions(
     # One bar per node is readable; shards are balanced, so rank 0's ETA is the run's.
     bar = tqdm(total=len(items), desc=desc, unit="img", dynamic_ncols=True, disable=dist.local_rank != 0)
     try:
-        batches = decoded_batches(items, paths, batch_size, workers, decode=decode)
-        for item, output in _in_order(batches, predictor):
-            yield item, output
-            bar.update(1)
-            if not isinstance(output, Exception):
-                bar.set_postfix_str(predictor.progress())
+        # Closed here, not when collected: a stopped run ends its decoding workers before it exits.
+        with closing(decoded_batches(items, paths, batch_size, workers, decode=decode)) as batches:
+            for item, output in _in_order(batches, predictor, stop):
+                yield item, output
+                bar.update(1)
+                if not isinstance(output, Exception):
+                    bar.set_postfix_str(predictor.progress())
     finally:
         bar.close()
 
 
-def _in_order(batches: Iterable[list[Decoded[T]]], predictor: Any) -> Iterator[tuple[T, Any]]:
+def _in_order(
+    batches: Iterable[list[Decoded[T]]], predictor: Any, stop: StopRequest | None
+) -> Iterator[tuple[T, Any]]:
     for batch in batches:
+        if stop is not None and stop.requested:
+            return
         decoded = [i for i, entry in enumerate(batch) if entry.image is not None]
         outputs: dict[int, Any] = {}
         if len(decoded) > 1:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -64,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .weights import add_trust_argument
 
     parser.add_argument("--config", required=True, help="bmp config file")
-    parser.add_argument("--images", default=None, help="folder of images (default: ../shared/data/coco)")
+    parser.add_argument("--images", default=None,
+                        help="folder of images (default: $BMP_SHARED/data/coco; BMP_SHARED: ../shared)")
     parser.add_argument("--ann", default=None,
                         help="COCO annotations for person crops (default: IMAGES/annotations.json)")
     parser.add_argument("--iters", type=int, default=None, help="loop iterations (default: config)")
@@ -130,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
     counts = parse_ints("--people", args.people, allow_empty=True)
     sizes = parse_batch_sizes(args)
-    images_dir = Path(args.images) if args.images else Path("../shared/data/coco")
+    shared = Path(os.environ.get("BMP_SHARED", "../shared"))
+    images_dir = Path(args.images) if args.images else shared / "data" / "coco"
     images = expand_inputs([images_dir])
     ann = Path(args.ann) if args.ann else images_dir / "annotations.json"
     cfg = _configure(load_config(args.config), args)

@@ -33,12 +33,17 @@ from .coco import (
 from .config import ConfigError, describe_changes
 from .image_loader import add_batching_arguments
 from .images import ImageError, expand_inputs
+from .input_limits import add_limit_arguments, apply_limits
+from .termination import report as report_stop
+from .termination import signals_handled
 from .weights import CHECKPOINTS, WeightsError, add_trust_argument, cache_dir
 
 if TYPE_CHECKING:
     from .distributed import Distributed
+    from .output_lock import OutputLocks
     from .sharding import ShardLogs
     from .structures import Instances
+    from .termination import StopRequest
 
 logger = logging.getLogger("bmp")
 
@@ -76,10 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="COCO annotation file whose image ids the results should use",
     )
     run.add_argument(
+        "--boxes", default=None, metavar="FILE.json",
+        help="COCO detection results (image_id, bbox [x,y,w,h], score) of people you already have: "
+             "the loop's iteration 0, used unchanged; later iterations find the people they miss. "
+             "Image ids as in the results (--ann, else numeric file names); images without boxes "
+             "get the plain loop",
+    )
+    run.add_argument(
         "--overwrite", action="store_true",
         help="start over instead of resuming from OUT/predictions.jsonl",
     )
     add_batching_arguments(run)
+    add_limit_arguments(run)
 
     weights = sub.add_parser("weights", help="list the registered official checkpoints")
     weights.add_argument("--urls", action="store_true", help="print download URLs")
@@ -97,17 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("bmp").setLevel(logging.INFO)
     try:
-        if args.command == "run":
-            return run(args)
-        if args.command == "weights":
-            return list_weights(args)
-        return importlib.import_module(args.module).run(args)
+        with signals_handled():  # SIGTERM stops a command as cleanly as Ctrl-C
+            if args.command == "run":
+                return run(args)
+            if args.command == "weights":
+                return list_weights(args)
+            return importlib.import_module(args.module).run(args)
     except (ConfigError, WeightsError, ImageError, OutputError, FileNotFoundError) as exc:
         print(f"bmp: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bmp: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return report_stop(exc)
 
 
 def list_weights(args: argparse.Namespace) -> int:
@@ -124,15 +137,21 @@ def list_weights(args: argparse.Namespace) -> int:
 IMAGE_IDS = "image_ids.json"
 
 
+def _read_json_option(file: str, option: str, what: str) -> Any:
+    """The JSON in the file an option names; a missing or invalid file in one line."""
+    path = Path(file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{option} {path} is not valid JSON: {exc}") from None
+
+
 def _read_ann_ids(ann: str) -> dict[str, int]:
     """File name -> image id of a COCO annotation file."""
     path = Path(ann)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    try:
-        data = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--ann {path} is not valid JSON: {exc}") from None
+    data = _read_json_option(ann, "--ann", "annotation file")
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list):
         raise ConfigError(f"--ann {path} is not a COCO annotation file (it has no 'images' list)")
@@ -147,6 +166,56 @@ def _read_ann_ids(ann: str) -> dict[str, int]:
         if by_name.setdefault(name, image_id) != image_id:
             raise ConfigError(f"--ann {path} has two images named {name} (ids {by_name[name]}, {image_id})")
     return by_name
+
+
+#: Per image id, the people of a ``--boxes`` file: (N, 4) xyxy boxes and (N,) scores.
+GivenBoxes = dict[int, tuple[np.ndarray, np.ndarray]]
+
+
+def _read_boxes(file: str) -> GivenBoxes:
+    """The people of a COCO detection results file (``--boxes``), per image id,
+    in file order. ``category_id`` and ``score`` may be absent (person, 1)."""
+    path = Path(file)
+    entries = _read_json_option(file, "--boxes", "boxes file")
+    if not isinstance(entries, list):
+        raise ConfigError(f"--boxes {path} is not a list of COCO detection results "
+                          f"(it is a JSON {type(entries).__name__})")
+    people: dict[int, list[tuple[list[float], float]]] = {}
+    for n, entry in enumerate(entries):
+        where = f"--boxes {path}: entry {n}"
+        if not isinstance(entry, dict) or "image_id" not in entry or "bbox" not in entry:
+            raise ConfigError(f"{where} is not a detection with image_id and bbox: {entry!r:.200}")
+        image_id, bbox = entry["image_id"], entry["bbox"]
+        score, category = entry.get("score", 1.0), entry.get("category_id", 1)
+        if isinstance(image_id, bool) or not isinstance(image_id, int):
+            raise ConfigError(f"{where} has image_id {image_id!r:.50}, not an integer")
+        numbers = isinstance(bbox, list) and len(bbox) == 4 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in bbox
+        )
+        if not numbers or bbox[2] <= 0 or bbox[3] <= 0:
+            raise ConfigError(f"{where} has bbox {bbox!r:.100}; it must be [x, y, w, h] with w, h > 0")
+        if category != 1:
+            raise ConfigError(f"{where} has category_id {category!r:.50}; only people (1) can be posed")
+        if isinstance(score, bool) or not isinstance(score, int | float) or not np.isfinite(score):
+            raise ConfigError(f"{where} has score {score!r:.50}, not a finite number")
+        x, y, w, h = (float(v) for v in bbox)
+        people.setdefault(image_id, []).append(([x, y, x + w, y + h], float(score)))
+    return {
+        image_id: (np.array([b for b, _ in found], np.float32), np.array([s for _, s in found], np.float32))
+        for image_id, found in people.items()
+    }
+
+
+def _boxes_per_file(given: GivenBoxes, ids: dict[Path, int], file: str) -> dict[Path, tuple]:
+    """The ``--boxes`` people of each input image; an id no input has is an error
+    (most likely ids that do not follow the file names: give ``--ann``)."""
+    unknown = sorted(set(given) - set(ids.values()))
+    if unknown:
+        raise ConfigError(
+            f"--boxes {file}: {len(unknown)} image ids match no input image: {unknown[:5]} "
+            "(image ids come from --ann, else from numeric file names)"
+        )
+    return {path: given[image_id] for path, image_id in ids.items() if image_id in given}
 
 
 def assign_image_ids(
@@ -236,6 +305,9 @@ def _run_signature(args: argparse.Namespace) -> dict[str, Any]:
         "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
         "iters": LoopConfig.from_dict(loop).num_iters,
         "ann": os.fspath(Path(args.ann).resolve()) if args.ann else None,
+        # Only when given, so that folders written before --boxes existed still resume.
+        **({"boxes_sha256": hashlib.sha256(Path(args.boxes).read_bytes()).hexdigest()}
+           if args.boxes and Path(args.boxes).is_file() else {}),
     }
 
 
@@ -256,10 +328,14 @@ def _check_previous_run(out: Path, signature: dict[str, Any]) -> None:
 def overlay_path(vis_dir: Path, path: Path, image_id: int) -> Path:
     """``vis/<stem>.jpg`` when the stem is the image id's number (COCO names),
     else ``vis/<stem>_<id>.jpg``: two inputs of the same name in different
-    folders have different ids, so their overlays cannot overwrite each other."""
+    folders have different ids, so their overlays cannot overwrite each other.
+    The stem is made a safe file name first: no input name leaves ``vis_dir``."""
+    from .safe_names import safe_name
+
+    stem = safe_name(path.stem)
     if image_id_from_name(path, -1) == image_id:
-        return vis_dir / f"{path.stem}.jpg"
-    return vis_dir / f"{path.stem}_{image_id}.jpg"
+        return vis_dir / f"{stem}.jpg"
+    return vis_dir / f"{stem}_{image_id}.jpg"
 
 
 def _redraw_overlay(record: dict[str, Any], path: Path, target: Path) -> None:
@@ -280,25 +356,36 @@ RUN_LOG = "predictions.jsonl"
 class _LoopOnFiles:
     """``bmp run``'s predictor: the people of one image file, or of a batch of
     decoded images, each with the picture its overlay is drawn on (None without
-    ``--vis``)."""
+    ``--vis``). ``boxes``: each file's ``--boxes`` people (boxes, scores)."""
 
-    def __init__(self, bmp: Any, vis: bool) -> None:
+    def __init__(self, bmp: Any, vis: bool, boxes: dict[Path, tuple] | None = None) -> None:
         self.bmp = bmp
         self.vis = vis
+        self.boxes = boxes or {}
         self.last: Instances | None = None
 
     def __call__(self, path: Path) -> tuple[Instances, np.ndarray | None]:
-        people = self.bmp.predict(path)
+        people = self.bmp.predict(path, **self._given([path], single=True))
         self.last = people
         return people, self.bmp.detector_inputs[0] if self.vis else None
 
     def predict_batch(
         self, paths: list[Path], images: list[np.ndarray]
     ) -> list[tuple[Instances, np.ndarray | None]]:
-        people = self.bmp.predict_batch(images, names=[str(p) for p in paths])
+        people = self.bmp.predict_batch(images, names=[str(p) for p in paths], **self._given(paths))
         self.last = people[-1]
         # An image's first detector input is the image itself: no copy of the loop's is needed.
         return [(found, image if self.vis else None) for found, image in zip(people, images, strict=True)]
+
+    def _given(self, paths: list[Path], single: bool = False) -> dict[str, Any]:
+        """The ``boxes``/``box_scores`` arguments for these files; none at all
+        when no file has ``--boxes`` people, so the plain loop is called as before."""
+        if not any(p in self.boxes for p in paths):
+            return {}
+        given = [self.boxes.get(p, (None, None)) for p in paths]
+        if single:
+            return {"boxes": given[0][0], "box_scores": given[0][1]}
+        return {"boxes": [b for b, _ in given], "box_scores": [s for _, s in given]}
 
     def progress(self) -> str:
         from .batch_prediction import people_per_iteration
@@ -309,25 +396,33 @@ class _LoopOnFiles:
 
 def run(args: argparse.Namespace) -> int:
     from .distributed import process_group
+    from .output_lock import OutputLocks
+    from .termination import stop_after_batch
 
-    with process_group(args.device) as (dist, device):
-        return _run(args, dist, device)
+    with process_group(args.device) as (dist, device), OutputLocks() as locks, \
+            stop_after_batch() as stop:
+        return _run(args, dist, device, locks, stop)
 
 
-def _run(args: argparse.Namespace, dist: Distributed, device: str | None) -> int:
+def _run(args: argparse.Namespace, dist: Distributed, device: str | None, locks: OutputLocks,
+         stop: StopRequest) -> int:
     from .image_loader import resolve_batching
     from .sharding import ShardLogs, decided_by_main, merged_records, succeeded
 
     batch_size, workers = resolve_batching(args.batch_size, args.workers, device)
+    apply_limits(args)
     paths = expand_inputs(args.inputs)
     out = output_folder(args.out)
     logs = ShardLogs(out, single=RUN_LOG)
+    locks.shared(out, dist, logs.path(dist))  # before anything in the folder is read or changed
     signature = _run_signature(args)
+    given = _read_boxes(args.boxes) if args.boxes else None
     if not args.overwrite and logs.exist():
         _check_previous_run(out, signature)  # on every rank: all refuse alike
     vis_dir = output_folder(out / "vis", "--vis folder") if args.vis else None
     dist.barrier()
     ids = decided_by_main(dist, lambda: _prepare_out(args, logs, paths, signature))
+    boxes = _boxes_per_file(given, ids, args.boxes) if given is not None else None
 
     records = logs.read()
     done = succeeded(records)
@@ -347,11 +442,13 @@ def _run(args: argparse.Namespace, dist: Distributed, device: str | None) -> int
         bmp = BMP.from_config(args.config, device=device, weights_dirs=args.weights_dir,
                               num_iters=args.iters)
     finished = _predict_shard(bmp, dist.shard(todo), ids, logs.path(dist), dist, vis_dir,
-                              batch_size, workers)
+                              batch_size, workers, stop, boxes)
+    stopped = stop.of_any_rank(dist)
     records = merged_records(logs, dist, finished)
-    if records is None:  # not rank 0: rank 0 writes the results
-        return 0
-    return _write_results(out, paths, records, vis_dir)
+    # Rank 0 writes the results, also of a stopped run: what is logged is complete.
+    code = 0 if records is None else _write_results(out, paths, records, vis_dir)
+    stop.raise_if_stopped(stopped)
+    return code
 
 
 def _prepare_out(
@@ -388,9 +485,11 @@ def _redraw_missing_overlays(
 
 def _predict_shard(
     bmp: Any, paths: list[Path], ids: dict[Path, int], log_path: Path, dist: Distributed,
-    vis_dir: Path | None, batch_size: int, workers: int,
+    vis_dir: Path | None, batch_size: int, workers: int, stop: StopRequest | None = None,
+    boxes: dict[Path, tuple] | None = None,
 ) -> list[str]:
-    """Predict this rank's images into its log; returns the files that succeeded."""
+    """Predict this rank's images into its log; returns the files that succeeded.
+    ``boxes``: each file's ``--boxes`` people."""
     if not paths:
         return []
     from .background_writer import BackgroundWriter
@@ -398,8 +497,8 @@ def _predict_shard(
 
     log = PredictionLog(log_path)
     finished: list[str] = []
-    outputs = predictions(paths, paths, _LoopOnFiles(bmp, vis_dir is not None), batch_size, workers,
-                          "bmp run", dist)
+    outputs = predictions(paths, paths, _LoopOnFiles(bmp, vis_dir is not None, boxes), batch_size, workers,
+                          "bmp run", dist, stop)
     # Without decoding workers the run stays single-threaded; with them, RLE, JSON and
     # overlays overlap the next batch's model calls.
     with BackgroundWriter(threaded=workers > 0) as writer, closing(outputs):

@@ -28,7 +28,9 @@ def instances_to_coco(people: Instances, image_id: int) -> list[dict[str, Any]]:
     Standard fields: ``image_id``, ``category_id`` (1, person), ``bbox``
     [x, y, w, h], ``score``, ``keypoints`` [x, y, s] x 17 (s = keypoint score),
     ``segmentation`` (RLE). Extra fields, ignored by pycocotools:
-    ``iteration``, ``visibility``, ``presence``, ``det_score``, ``mask_score``.
+    ``iteration``, ``visibility``, ``presence``, ``det_score``, ``mask_score``,
+    and ``extra_keypoints`` [x, y, s] x 2 (neck, head top) where the pose model
+    predicts them (CrowdPose evaluation reads them).
     """
     out = []
     xywh = people.boxes_xywh()
@@ -49,6 +51,8 @@ def instances_to_coco(people: Instances, image_id: int) -> list[dict[str, Any]]:
                 "mask_score": round(float(people.mask_scores[i]), 5),
             }
         )
+        if people.extra_keypoints[i, :, 2].any():  # absent, not zeros, for 17-point models
+            out[-1]["extra_keypoints"] = [round(float(v), 3) for v in people.extra_keypoints[i].reshape(-1)]
     return out
 
 
@@ -61,6 +65,22 @@ def image_id_from_name(path: str | os.PathLike, fallback: int) -> int:
 class OutputError(OSError):
     """An output folder or file that cannot be created or written (an OSError,
     so callers that handle those keep working)."""
+
+
+@contextmanager
+def writing(
+    path: str | os.PathLike, action: str = "write", errors: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """An OSError in the block (a full disk, a folder gone or made read-only), or
+    one of ``errors`` (a library's own write errors), as one :class:`OutputError`
+    naming ``path``: how every writer reports a failed write."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except (OSError, *errors) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise OutputError(f"cannot {action} {path}: {reason}") from None
 
 
 def output_folder(path: str | os.PathLike, option: str = "--out") -> Path:
@@ -244,14 +264,12 @@ class PredictionLog:
         if self.readonly:
             raise PermissionError(f"{self.path} was opened read-only")
         line = json.dumps(record) + "\n"
-        try:
+        with writing(self.path, "append to"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as f:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
-        except OSError as exc:
-            raise OutputError(f"cannot append to {self.path}: {exc.strerror or exc}") from None
         self.records[record["file"]] = record
 
     def results(self) -> list[dict[str, Any]]:

@@ -14,8 +14,9 @@ from typing import Any
 from mmengine.config import Config
 
 #: Top-level keys a bmp config may hold.
-#: ``video`` is read only by ``bmp video`` / ``bmp.track`` (bmp.video.config).
-TOP_LEVEL_KEYS = ("detector", "pose", "segmenter", "loop", "device", "weights_dirs", "video")
+#: ``video`` is read only by ``bmp video`` / ``bmp.track`` (bmp.video.config);
+#: ``images`` (input size limits) only by the commands (bmp.input_limits).
+TOP_LEVEL_KEYS = ("detector", "pose", "segmenter", "loop", "device", "weights_dirs", "video", "images")
 
 
 class ConfigError(ValueError):

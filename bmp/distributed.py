@@ -96,9 +96,21 @@ def init_distributed(device: str | None) -> tuple[Distributed, str | None]:
 @contextmanager
 def process_group(device: str | None) -> Iterator[tuple[Distributed, str | None]]:
     """:func:`init_distributed` for the length of a command: the group is left
-    again however the command ends."""
+    again however the command ends.
+
+    After a command that ended normally the ranks meet once more before they
+    leave: no rank tears its connections down while another still finishes the
+    last exchange, and gloo's threads are idle and joined by the time the
+    interpreter exits (one still releasing a collective's tensors then takes the
+    GIL from C++ and aborts the process: "terminate called without an active
+    exception"). After an error the group is left at once: a barrier could wait
+    for ranks that will never come.
+    """
     dist, device = init_distributed(device)
     try:
         yield dist, device
-    finally:
+    except BaseException:
         dist.close()
+        raise
+    dist.barrier()
+    dist.close()

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from .config import ConfigError
+from .termination import ignore_in_worker
 
 T = TypeVar("T")
 
@@ -92,8 +93,12 @@ class _Files:
     """
 
     def __init__(self, paths: Sequence[Path | None], decode: bool) -> None:
+        from .images import image_limits
+
         self.paths = list(paths)
         self.decode = decode
+        # Taken along to the workers, which need not share this process's settings.
+        self.limits = image_limits()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -109,7 +114,7 @@ class _Files:
         if path is None:
             return index, None, "no image file"
         try:
-            return index, torch.from_numpy(load_image(path)), None
+            return index, torch.from_numpy(load_image(path, limits=self.limits)), None
         except ImageError as exc:  # data, not an exception: it would end the whole loader
             return index, None, str(exc)
 
@@ -144,6 +149,7 @@ def decoded_batches(
     loader = DataLoader(
         _Files(paths, decode), batch_size=batch_size, shuffle=False, num_workers=workers,
         collate_fn=_keep_as_list, prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
+        worker_init_fn=ignore_in_worker,
     )
     for batch in loader:
         yield [

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import glob
+import io
 import os
+import re
+import sys
+import threading
+import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
+
+from .link_safe_glob import link_safe_glob, real_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -20,9 +29,64 @@ class ImageError(ValueError):
 
 ImageLike = str | os.PathLike | np.ndarray | torch.Tensor
 
+#: Defaults of :class:`ImageLimits`: a 100-megapixel photo decodes to 300 MB of
+#: RGB; the largest camera JPEGs are a few tens of MB.
+DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_MB = 256
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What one input image may cost, checked before it is decoded: a small
+    file can decode to gigabytes (a decompression bomb), so the pixel count is
+    read from its header first, and a huge file is refused before it is read.
+
+    Attributes:
+        max_pixels: width x height of the largest image (None: no limit). Also
+            the largest video frame ``bmp video`` accepts.
+        max_bytes: size of the largest image file (None: no limit).
+    """
+
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    max_bytes: int | None = DEFAULT_MAX_MB * 2**20
+
+    def check_pixels(self, pixels: int, what: str) -> None:
+        """Raise :class:`ImageError` when ``what`` (an image, a frame) of
+        ``pixels`` pixels is over the limit."""
+        if self.max_pixels is not None and pixels > self.max_pixels:
+            raise ImageError(
+                f"{what} has {pixels / 1e6:.1f} megapixels, over the limit of "
+                f"{self.max_pixels / 1e6:g} (--max-image-pixels, config images.max_pixels)"
+            )
+
+    def check_bytes(self, size: int, what: str) -> None:
+        """Raise :class:`ImageError` when a file of ``size`` bytes is over the limit."""
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise ImageError(
+                f"{what} is {size / 2**20:.1f} MB, over the limit of {self.max_bytes / 2**20:g} MB "
+                "(--max-image-mb, config images.max_mb)"
+            )
+
+
+_limits = ImageLimits()
+
+
+def image_limits() -> ImageLimits:
+    """The limits :func:`load_image` applies when it is given none (see :func:`set_image_limits`)."""
+    return _limits
+
+
+def set_image_limits(limits: ImageLimits) -> None:
+    """Make ``limits`` this process's default for every image and video frame
+    read (the commands set it from their flags and config). Decoding workers
+    started later inherit it."""
+    global _limits
+    _limits = limits
+
 
 def load_image(
-    image: ImageLike, color_order: str = "rgb", value_range: tuple[float, float] | None = None
+    image: ImageLike, color_order: str = "rgb", value_range: tuple[float, float] | None = None,
+    limits: ImageLimits | None = None,
 ) -> np.ndarray:
     """Any supported image as an (H, W, 3) uint8 RGB array.
 
@@ -34,22 +98,17 @@ def load_image(
         value_range: the (black, white) values of a non-uint8 array, mapped
             linearly to 0..255. Default: (0, 1) for floats, (0, 65535) for
             uint16, (0, 255) for other integers.
+        limits: the file size and pixel count a file may have, checked before
+            it is decoded (default: :func:`image_limits`). Arrays are not checked.
     Raises:
-        ImageError: the image is missing, undecodable, of an unsupported shape
+        ImageError: the image is missing, undecodable, over ``limits``, of an unsupported shape
             or dtype (bool: a mask, not an image), holds NaN or infinity, or
             has values outside ``value_range`` -- e.g. a float image in 0..255
             without ``value_range=(0, 255)``, which would otherwise saturate to
             white and silently find nobody.
     """
     if isinstance(image, str | os.PathLike):
-        path = Path(image)
-        if not path.is_file():
-            raise ImageError(f"image file not found: {path}")
-        data = np.fromfile(path, dtype=np.uint8)
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if bgr is None:
-            raise ImageError(f"cannot decode image {path} (corrupt or not an image)")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return _decode_file(Path(image), limits or _limits)
     if color_order not in ("rgb", "bgr"):
         raise ValueError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
     if isinstance(image, torch.Tensor):
@@ -77,6 +136,72 @@ def load_image(
     if color_order == "bgr":
         array = array[..., ::-1]
     return np.ascontiguousarray(array)
+
+
+def _decode_file(path: Path, limits: ImageLimits) -> np.ndarray:
+    """The RGB pixels of an image file, within ``limits``: the file is read once
+    (at most one byte past the size limit, whatever it grew to since it was
+    listed), its header checked, and only then decoded, from those same bytes."""
+    try:
+        with open(path, "rb") as f:
+            limits.check_bytes(os.fstat(f.fileno()).st_size, f"image {path}")
+            data = f.read() if limits.max_bytes is None else f.read(limits.max_bytes + 1)
+    except FileNotFoundError:
+        raise ImageError(f"image file not found: {path}") from None
+    except IsADirectoryError:
+        raise ImageError(f"image file not found: {path} is a folder") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    limits.check_bytes(len(data), f"image {path}")
+    _check_header(data, path, limits)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. over OpenCV's own pixel limit, or a codec failure
+        raise ImageError(f"cannot decode image {path}: {str(exc).strip().splitlines()[-1]}") from None
+    if bgr is None:
+        raise ImageError(f"cannot decode image {path} (corrupt or not an image)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+#: Pillow's own ``Image.open``, taken before anything replaces it: importing
+#: Ultralytics swaps in a wrapper that pip-installs a HEIF plugin whenever Pillow
+#: cannot identify a file, so a corrupt image would reach for the network and
+#: print a traceback.
+_PIL_OPEN = Image.open
+
+
+def _pillow_open():
+    patches = sys.modules.get("ultralytics.utils.patches")
+    if getattr(_PIL_OPEN, "__module__", "") == getattr(patches, "__name__", None):
+        # Ultralytics was imported before bmp: its wrapper keeps the original.
+        return getattr(patches, "_image_open", _PIL_OPEN)
+    return _PIL_OPEN
+
+
+#: Pillow warns about, and past twice its ``MAX_IMAGE_PIXELS`` refuses, large
+#: headers; bmp applies its own limit instead, so both are caught while a header
+#: is read. ``warnings.catch_warnings`` is process-wide state: one header at a time.
+_HEADER_LOCK = threading.Lock()
+
+
+def _check_header(data: bytes, path: Path, limits: ImageLimits) -> None:
+    """Read an image's size from its header, without decoding its pixels, and
+    hold it against ``limits``; a header that cannot be read is an undecodable image."""
+    with _HEADER_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with _pillow_open()(io.BytesIO(data)) as header:
+                width, height = header.size
+        except Image.DecompressionBombError as exc:
+            # Pillow names the pixel count only; without a bmp limit OpenCV's own applies.
+            count = re.search(r"\((\d+) pixels\)", str(exc))
+            if count is None:
+                raise ImageError(f"image {path} is too large to decode: {exc}") from None
+            limits.check_pixels(int(count.group(1)), f"image {path}")
+            return
+        except Exception:  # noqa: BLE001 -- Pillow's plugins raise many kinds for a bad header
+            raise ImageError(f"cannot decode image {path} (corrupt or not an image)") from None
+    limits.check_pixels(width * height, f"image {path} ({width}x{height})")
 
 
 def _to_uint8(array: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
@@ -118,6 +243,9 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Image files named by paths, folders (not recursive) and glob patterns,
     sorted within each input and de-duplicated.
 
+    A link that loops is skipped with a warning, and ``**`` enters each folder
+    once, however many links lead to it (:mod:`bmp.link_safe_glob`).
+
     Raises:
         ImageError: an input matches nothing.
     """
@@ -126,20 +254,24 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
-            matches = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            matches = _real_files(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
             if not matches:
                 raise ImageError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         elif path.is_file():
-            matches = [path]
+            matches = _real_files([path])
         elif glob.has_magic(text):
-            matches = sorted(
-                Path(p) for p in glob.glob(text, recursive=True)
-                if Path(p).suffix.lower() in IMAGE_SUFFIXES
-            )
+            images = (p for p in link_safe_glob(text) if p.suffix.lower() in IMAGE_SUFFIXES)
+            matches = _real_files(sorted(images))
             if not matches:
                 raise ImageError(f"pattern {text!r} matches no image")
+        elif path.is_symlink():
+            raise ImageError(f"input not found: {text} is a broken link or a link loop")
         else:
             raise ImageError(f"input not found: {text}")
         found.extend(matches)
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    return unique
+    return list(dict.fromkeys(found))
+
+
+def _real_files(paths: list[Path]) -> list[Path]:
+    """``paths`` resolved (absolute, links followed), less the links that loop."""
+    return [real for real in map(real_path, paths) if real is not None]

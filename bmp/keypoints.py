@@ -17,3 +17,13 @@ SKELETON = (
 
 #: Shoulders and hips, in polygon order.
 TORSO = (5, 6, 12, 11)
+
+#: Points beyond COCO-17 that the loop keeps when the pose model predicts them
+#: (``Instances.extra_keypoints``), for CrowdPose's 14-point evaluation.
+EXTRA_KEYPOINT_NAMES = ("neck", "head_top")
+#: A model's keypoint names that give each extra point, first match wins. AI
+#: Challenger's versions first: CrowdPose labels AI Challenger's 14 points.
+EXTRA_KEYPOINT_SOURCES = {
+    "neck": ("neck_aic", "neck", "neck_mpii"),
+    "head_top": ("head_top_aic", "top_head", "head_top", "head_top_mpii"),
+}

@@ -94,7 +94,8 @@ class Frame:
 class ImageState:
     """One image of a batch on its way through the loop: its frame, file name
     (for detectors that look images up by name), the people found so far, what
-    the detector sees next, and whether its loop has stopped."""
+    the detector sees next, and whether its loop has stopped. ``given``: its
+    iteration-0 people are the caller's boxes, which no later iteration drops."""
 
     frame: Frame
     name: str | None
@@ -103,9 +104,15 @@ class ImageState:
     detector_inputs: list[PixelArray] = field(default_factory=list)
     records: list[IterationRecord] = field(default_factory=list)
     done: bool = False
+    given: bool = False
 
     def __post_init__(self) -> None:
         self.found = Instances(self.frame.host.shape[:2])
+
+    @property
+    def fixed(self) -> np.ndarray | None:
+        """Which people of ``found`` no iteration may drop: the caller's boxes."""
+        return self.found.iteration == 0 if self.given else None
 
 
 @dataclass
@@ -126,6 +133,52 @@ class IterationRecord:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+#: (N, 4) xyxy pixel boxes: an array, a tensor or nested lists.
+BoxesLike = np.ndarray | torch.Tensor | Sequence[Sequence[float]]
+
+
+def given_people(
+    image_size: tuple[int, int],
+    boxes: BoxesLike,
+    box_scores: np.ndarray | torch.Tensor | Sequence[float] | None = None,
+    masks: np.ndarray | torch.Tensor | None = None,
+) -> Instances:
+    """The caller's people of one image, as iteration-0 :class:`Instances`,
+    their boxes unchanged (not clipped to the image, not filtered).
+
+    Args:
+        image_size: (height, width) of the image.
+        boxes: (N, 4) xyxy pixels, each with x2 > x1 and y2 > y1.
+        box_scores: (N,) their ``det_scores``; default 1 (a given person is certain).
+        masks: (N, H, W) masks for mask-conditioned pose models; default none.
+    Raises:
+        ValueError: any of them malformed, in one line.
+    """
+    b = to_numpy(boxes) if isinstance(boxes, torch.Tensor) else np.asarray(boxes)
+    if b.size == 0:  # [] has no second axis
+        b = b.reshape(0, 4)
+    if b.ndim != 2 or b.shape[1] != 4 or not np.issubdtype(b.dtype, np.number):
+        raise ValueError(f"boxes must be an (N, 4) array of xyxy pixels, got shape {b.shape} ({b.dtype})")
+    b = b.astype(np.float32)
+    bad = ~np.isfinite(b).all(1) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"box {i} {b[i].tolist()} is not finite xyxy with x2 > x1 and y2 > y1")
+    n = len(b)
+    if box_scores is None:
+        scores = np.ones(n, np.float32)
+    else:
+        scores = (to_numpy(box_scores) if isinstance(box_scores, torch.Tensor)
+                  else np.asarray(box_scores)).astype(np.float32).reshape(-1)
+        if scores.shape != (n,) or not np.isfinite(scores).all():
+            raise ValueError(f"box_scores must be {n} finite numbers, got shape {scores.shape}")
+    if masks is not None:
+        if tuple(masks.shape) != (n, *image_size):
+            raise ValueError(f"masks must be (N, H, W) = {(n, *image_size)}, got {tuple(masks.shape)}")
+        masks = masks.bool() if isinstance(masks, torch.Tensor) else np.asarray(masks).astype(bool)
+    return Instances(image_size, boxes=b, det_scores=scores, masks=masks, iteration=np.zeros(n, np.int32))
 
 
 class BMP:
@@ -230,6 +283,8 @@ class BMP:
         color_order: str = "rgb",
         prior: Instances | None = None,
         value_range: tuple[float, float] | None = None,
+        boxes: BoxesLike | None = None,
+        box_scores: np.ndarray | Sequence[float] | None = None,
     ) -> Instances:
         """Every person in ``image``.
 
@@ -243,15 +298,29 @@ class BMP:
             value_range: the (black, white) values of a non-uint8 array, e.g.
                 ``(0, 255)`` for a float image in 0..255 (default: 0..1 for
                 floats, 0..65535 for uint16); see :func:`bmp.images.load_image`.
+            boxes: people you already have, (N, 4) xyxy pixels: they are
+                iteration 0, all of them and unchanged (no score threshold, no
+                box or pose NMS, no clipping); they are posed as by
+                :meth:`estimate_pose`, segmented and blacked out, and iterations
+                1.. detect the people they miss. No later iteration drops them:
+                a re-detection of one loses to it in pose-NMS. Empty or None: the
+                plain loop. Not together with ``prior``.
+            box_scores: (N,) their ``det_scores`` (default 1).
         Returns:
             :class:`Instances` with boxes, scores, keypoints, visibility, masks and
-            the iteration each person was found in (0: seeded from ``prior``),
-            ordered by iteration.
+            the iteration each person was found in (0: seeded from ``prior`` or
+            ``boxes``), ordered by iteration.
         Raises:
             ImageError: an image the loop cannot read faithfully (see
-                :func:`~bmp.images.load_image`). ValueError: a bad ``num_iters``.
+                :func:`~bmp.images.load_image`). ValueError: a bad ``num_iters``
+                or ``boxes`` (see :func:`given_people`).
         """
-        return self._run([image], num_iters, color_order, False, [prior], value_range, None)[0][0]
+        if prior is not None and boxes is not None:
+            raise ValueError("predict takes prior or boxes, not both")
+        return self._run(
+            [image], num_iters, color_order, False, [prior], value_range, None,
+            None if boxes is None else [boxes], None if box_scores is None else [box_scores],
+        )[0][0]
 
     def predict_batch(
         self,
@@ -260,6 +329,8 @@ class BMP:
         color_order: str = "rgb",
         value_range: tuple[float, float] | None = None,
         names: Sequence[str | None] | None = None,
+        boxes: Sequence[BoxesLike | None] | None = None,
+        box_scores: Sequence[np.ndarray | Sequence[float] | None] | None = None,
     ) -> list[Instances]:
         """:meth:`predict` of every image, the images going through the loop
         together: per iteration one detector call for all of them, every pose
@@ -271,9 +342,12 @@ class BMP:
             names: the images' file names, for detectors that look an image up
                 by name (``GroundTruthDetector``); default: the paths among
                 ``images``.
+            boxes, box_scores: per image, as for :meth:`predict` (None: that
+                image gets the plain loop).
             Others as for :meth:`predict`.
         """
-        return self._run(images, num_iters, color_order, False, None, value_range, names)[0]
+        return self._run(images, num_iters, color_order, False, None, value_range, names, boxes,
+                         box_scores)[0]
 
     def predict_iterations(
         self,
@@ -310,17 +384,23 @@ class BMP:
     def _run(
         self, images: Sequence[ImageLike], num_iters: int | None, color_order: str, record: bool,
         priors: Sequence[Instances | None] | None, value_range: tuple[float, float] | None,
-        names: Sequence[str | None] | None,
+        names: Sequence[str | None] | None, boxes: Sequence[BoxesLike | None] | None = None,
+        box_scores: Sequence[Any] | None = None,
     ) -> tuple[list[Instances], list[list[IterationRecord]]]:
         iterations = self._iterations(num_iters)
         if names is None:
             names = [os.fspath(x) if isinstance(x, str | os.PathLike) else None for x in images]
-        if len(names) != len(images):
-            raise ValueError(f"{len(names)} names for {len(images)} images")
+        for what, values in (("names", names), ("boxes", boxes), ("box_scores", box_scores)):
+            if values is not None and len(values) != len(images):
+                raise ValueError(f"{len(values)} {what} for {len(images)} images")
         batch = [
             ImageState(Frame(load_image(image, color_order, value_range), self.device), name)
             for image, name in zip(images, names, strict=True)
         ]
+        if boxes is not None:
+            scores = box_scores if box_scores is not None else [None] * len(batch)
+            priors = [None if b is None else given_people(s.frame.host.shape[:2], b, sc)
+                      for s, b, sc in zip(batch, boxes, scores, strict=True)]
         self.times = StageTimes(cuda_sync=str(self.device).startswith("cuda"))
         self._encoded = []
         for state in batch:
@@ -328,7 +408,7 @@ class BMP:
         priors = priors or [None] * len(batch)
         seeded = [(s, p) for s, p in zip(batch, priors, strict=True) if p is not None and len(p)]
         if seeded:
-            self._seed([s for s, _ in seeded], [p for _, p in seeded], alive=batch)
+            self._seed([s for s, _ in seeded], [p for _, p in seeded], alive=batch, given=boxes is not None)
             for state, _ in seeded:
                 with self.times("mask_out"):
                     state.detect_input = mask_out(state.detect_input, state.found.masks)
@@ -342,10 +422,10 @@ class BMP:
                                      [s.found for s in active])
             posing = [(s, d) for s, d in zip(active, detections, strict=True) if len(d)]
             if posing:
-                new = self.estimate_pose([s.frame for s, _ in posing], [d for _, d in posing],
-                                         [s.found for s, _ in posing])
+                new = self.pose_people([s.frame for s, _ in posing], [d for _, d in posing],
+                                       [s.found for s, _ in posing])
                 for (state, _), people in zip(posing, new, strict=True):
-                    state.found = self.merge(state.found, people)
+                    state.found = self.merge(state.found, people, state.fixed)
                 self.segment_new([s for s, _ in posing], iteration)
             for state, found_now in zip(active, detections, strict=True):
                 if record:
@@ -365,7 +445,74 @@ class BMP:
         people = [self.make_exclusive(s.found).to_host() for s in batch]
         return people, [s.records for s in batch]
 
-    # Step 0 (video only) ------------------------------------------------------
+    # Pose from the caller's boxes: step 2 alone --------------------------------
+
+    def estimate_pose(
+        self,
+        image: ImageLike,
+        boxes: BoxesLike,
+        masks: np.ndarray | torch.Tensor | None = None,
+        box_scores: np.ndarray | Sequence[float] | None = None,
+        color_order: str = "rgb",
+        value_range: tuple[float, float] | None = None,
+    ) -> Instances:
+        """Top-down pose of the people in ``boxes``, by the loop's own pose step
+        (:meth:`pose_people`) with nobody found before: no detector, no
+        segmenter, no NMS.
+
+        Args:
+            image: a path, or an (H, W[, 1|3|4]) array / tensor.
+            boxes: (N, 4) xyxy pixels, used unchanged (not clipped, not filtered).
+            masks: (N, H, W) bool, for mask-conditioned pose models (MaskPose),
+                taken as the loop takes a mask detector's. None (or all empty):
+                each person's box stands in, as for a box-only detector. Other
+                pose models ignore them.
+            box_scores: (N,) ``det_scores`` (default 1); the person score when
+                ``loop.person_score='detector'``.
+            color_order, value_range: as for :meth:`predict`.
+        Returns:
+            :class:`Instances` of the N people in the order given: ``boxes``,
+            ``det_scores``, ``masks`` as given, ``keypoints``, ``keypoint_scores``,
+            ``visibility``, ``presence``, ``kpt_oks``, ``scores`` and ``iteration`` 0.
+        Raises:
+            ValueError: malformed boxes, scores or masks (see :func:`given_people`).
+            ImageError: an image the loop cannot read faithfully.
+        """
+        return self.estimate_pose_batch(
+            [image], [boxes], None if masks is None else [masks],
+            None if box_scores is None else [box_scores], color_order, value_range,
+        )[0]
+
+    def estimate_pose_batch(
+        self,
+        images: Sequence[ImageLike],
+        boxes: Sequence[BoxesLike],
+        masks: Sequence[np.ndarray | torch.Tensor | None] | None = None,
+        box_scores: Sequence[np.ndarray | Sequence[float] | None] | None = None,
+        color_order: str = "rgb",
+        value_range: tuple[float, float] | None = None,
+    ) -> list[Instances]:
+        """:meth:`estimate_pose` of every image: every person of every image in
+        one pose forward (as the loop's pose step batches them). Lists are
+        aligned with ``images``; arguments as for :meth:`estimate_pose`."""
+        for what, values in (("boxes", boxes), ("masks", masks), ("box_scores", box_scores)):
+            if values is not None and len(values) != len(images):
+                raise ValueError(f"{len(values)} {what} for {len(images)} images")
+        frames = [Frame(load_image(image, color_order, value_range), self.device) for image in images]
+        masks = masks if masks is not None else [None] * len(frames)
+        box_scores = box_scores if box_scores is not None else [None] * len(frames)
+        people = [given_people(f.host.shape[:2], b, s, m)
+                  for f, b, s, m in zip(frames, boxes, box_scores, masks, strict=True)]
+        self.times = StageTimes(cuda_sync=str(self.device).startswith("cuda"))
+        posing = [i for i, p in enumerate(people) if len(p)]
+        posed = self.pose_people([frames[i] for i in posing], [people[i] for i in posing],
+                                 [None] * len(posing))
+        out = list(people)
+        for i, person in zip(posing, posed, strict=True):
+            out[i] = person
+        return [p.to_host() for p in out]
+
+    # Step 0 (video; the caller's boxes) -----------------------------------------
 
     def seed(self, original: Frame | np.ndarray, prior: Instances) -> Instances:
         """People known before the loop starts (``prior``: its ``boxes`` and
@@ -380,16 +527,22 @@ class BMP:
         self._seed([state], [prior], alive=[state])
         return state.found
 
-    def _seed(self, batch: list[ImageState], priors: list[Instances], alive: list[ImageState]) -> None:
+    def _seed(
+        self, batch: list[ImageState], priors: list[Instances], alive: list[ImageState], given: bool = False
+    ) -> None:
         """:meth:`seed` of several images; ``alive``: every image of the call,
-        all of which the segmenter may still need."""
-        people = [
+        all of which the segmenter may still need. ``given``: ``priors`` are
+        the caller's people (:func:`given_people`), every one of them kept."""
+        people = priors if given else [
             Instances(s.frame.host.shape[:2], boxes=p.boxes.astype(np.float32),
                       det_scores=p.det_scores.astype(np.float32), iteration=np.zeros(len(p), np.int32))
             for s, p in zip(batch, priors, strict=True)
         ]
-        posed = self.estimate_pose([s.frame for s in batch], people, [None] * len(batch))
+        posed = self.pose_people([s.frame for s in batch], people, [None] * len(batch))
         for state, person in zip(batch, posed, strict=True):
+            if given:  # the caller says these are people: no threshold, no NMS among them
+                state.found, state.given = person, True
+                continue
             confident = person[person.scores > self.loop.det_score_thr]
             state.found = self.merge(Instances(state.frame.host.shape[:2]), confident)
         self.segment_new(batch, 0, alive)
@@ -431,11 +584,12 @@ class BMP:
             iteration=np.full(len(people), iteration, np.int32), scores=people.det_scores.copy()
         )
 
-    def estimate_pose(
+    def pose_people(
         self, frames: Sequence[Frame], people: Sequence[Instances], found: Sequence[Instances | None]
     ) -> list[Instances]:
         """Step 2: top-down pose on each original image; score = mean keypoint
-        score (or the detector's, ``loop.person_score``).
+        score (or the detector's, ``loop.person_score``). :meth:`estimate_pose`
+        is this step on the caller's boxes.
 
         Mask-conditioned pose models (MaskPose) read ``people.masks``. From a
         mask detector they are taken as they are, as in the reference: a person
@@ -466,14 +620,18 @@ class BMP:
                 out.append(pose.replace(masks=person.masks, scores=score.astype(np.float32)))
             return out
 
-    def merge(self, found: Instances, new: Instances) -> Instances:
+    def merge(self, found: Instances, new: Instances, fixed: np.ndarray | None = None) -> Instances:
         """Step 3: OKS pose-NMS over earlier and new people together.
 
         As in the reference, an iteration none of whose people survive changes
-        nothing: the earlier people it would have pruned are all kept."""
+        nothing: the earlier people it would have pruned are all kept.
+        ``fixed``: the people of ``found`` never dropped (the caller's boxes)."""
         with self.times("nms"):
             merged = Instances.cat([found, new])
-            keep = pose_nms(merged, self.loop.oks_nms_thr, self.loop.oks_kpt_thr, self.loop.oks_nms_prefer)
+            if fixed is not None:
+                fixed = np.concatenate([fixed, np.zeros(len(new), bool)])
+            keep = pose_nms(merged, self.loop.oks_nms_thr, self.loop.oks_kpt_thr, self.loop.oks_nms_prefer,
+                            fixed)
             if not (keep >= len(found)).any():
                 return found
             return merged[keep]

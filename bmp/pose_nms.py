@@ -72,7 +72,8 @@ def oks_matrix(
 
 
 def pose_nms(
-    instances: Instances, oks_thr: float = 0.8, score_thr: float = 0.3, prefer: str = "confident"
+    instances: Instances, oks_thr: float = 0.8, score_thr: float = 0.3, prefer: str = "confident",
+    fixed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices of the poses that survive OKS-NMS, in their original order.
 
@@ -85,7 +86,10 @@ def pose_nms(
     (equal counts: the pair's reference ``i``). ``prefer='earlier'`` first
     drops the one found in the later iteration (the lite config: a person
     re-detected through a mask that did not cover them keeps the pose of its
-    first, unmasked detection), then applies BMP's rule.
+    first, unmasked detection), then applies BMP's rule. ``fixed`` (N,) bool:
+    poses that are never dropped (the caller's own boxes, ``BMP.predict(boxes=)``);
+    a pair of a fixed and a free pose drops the free one, two fixed poses
+    never suppress each other.
     """
     if prefer not in ("confident", "earlier"):
         raise ValueError(f"prefer must be 'confident' or 'earlier', got {prefer!r}")
@@ -97,11 +101,15 @@ def pose_nms(
     np.fill_diagonal(oks, -1.0)
     confident = (instances.keypoint_scores > score_thr).sum(1)
     removed = np.zeros(n, dtype=bool)
+    if fixed is not None:
+        oks[np.ix_(fixed, fixed)] = 0
     while (oks > oks_thr).any():
         i, j = np.unravel_index(np.argmax(oks), oks.shape)
         drop = j if confident[i] > confident[j] else i
         if prefer == "earlier" and instances.iteration[i] != instances.iteration[j]:
             drop = i if instances.iteration[i] > instances.iteration[j] else j
+        if fixed is not None and fixed[drop]:
+            drop = j if drop == i else i
         oks[:, drop] = 0
         oks[drop, j] = 0
         removed[drop] = True

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 NUM_KEYPOINTS = 17
+#: Neck and head top (:data:`bmp.keypoints.EXTRA_KEYPOINT_NAMES`).
+NUM_EXTRA_KEYPOINTS = 2
 
 #: (N, H, W) masks: a numpy array, or a torch tensor on a model's device.
 MaskArray = np.ndarray | torch.Tensor
@@ -67,6 +69,9 @@ class Instances:
       the segmenter was prompted with; label 1 positive, 0 negative, -1 padding
     - ``track_id`` (N,) int32: identity across video frames (``bmp.track``); -1
       for untracked people and for still images
+    - ``extra_keypoints`` (N, 2, 3) float32: x, y, score of the
+      :data:`~bmp.keypoints.EXTRA_KEYPOINT_NAMES` (neck, head top) where the pose
+      model predicts them (MaskPose / PMPose layouts), else all 0
     """
 
     image_size: tuple[int, int]  # (height, width)
@@ -90,6 +95,9 @@ class Instances:
     prompts: np.ndarray = field(default_factory=lambda: _default((0, 2), np.float32))
     prompt_labels: np.ndarray = field(default_factory=lambda: _default((0,), np.int32))
     track_id: np.ndarray = field(default_factory=lambda: _default((), np.int32))
+    extra_keypoints: np.ndarray = field(
+        default_factory=lambda: _default((NUM_EXTRA_KEYPOINTS, 3), np.float32)
+    )
 
     def __post_init__(self) -> None:
         h, w = self.image_size
@@ -112,6 +120,7 @@ class Instances:
             ("mask_scores", (), np.float32, 0.0),
             ("iteration", (), np.int32, 0),
             ("track_id", (), np.int32, -1),
+            ("extra_keypoints", (NUM_EXTRA_KEYPOINTS, 3), np.float32, 0.0),
         ):
             if len(getattr(self, name)) == 0 and n:
                 setattr(self, name, np.full((n, *tail), fill, dtype=dtype))

@@ -3,9 +3,10 @@
 A config names a checkpoint either by a registry name (``'sam2.1-hiera-b+'``)
 or by a path. :func:`resolve_checkpoint` finds the file in, in order, the
 explicit path, ``--weights-dir`` folders and the cache ``$BMP_HOME/checkpoints``
-(default ``~/.cache/bmp``), downloads it with a progress bar when allowed, and
-checks size and sha256 where known. Every failure is a :class:`WeightsError`
-that names the file and the URL to get it from.
+(default ``~/.cache/bmp``), downloads it when allowed (:mod:`bmp.download`:
+Hugging Face files through ``huggingface_hub``, others resumable; one process
+at a time), and checks size and sha256 where known. Every failure is a
+:class:`WeightsError` that names the file and the URL to get it from.
 
 Loading: torch >= 2.6 unpickles with ``weights_only=True``. OpenMMLab
 checkpoints carry numpy and mmengine metadata that it refuses, so
@@ -24,13 +25,10 @@ loaders never unpickle anything.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import pickle
 import re
-import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+
+from .download import DownloadError, fetch, offline_reason, sha256sum
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +147,32 @@ CHECKPOINTS: dict[str, Checkpoint] = {
             "pmpose-b", "PMPose-b-1.0.0.pth", f"{_HF}/PMPose/PMPose-b-1.0.0.pth",
             description="PMPose-B (ProbPose heads + MaskPose), BMP v2",
         ),
+        # The rest of the published zoo (vrg-prague/BBoxMaskPose on Hugging Face,
+        # named as the reference's PRETRAINED_URLS and README name them). Their
+        # sizes and sha256 digests are not published where they could be read:
+        # no size or digest check on download; loading goes through the safe
+        # weights-only path like every other checkpoint.
+        *[
+            Checkpoint(
+                f"pmpose-{s}", f"PMPose-{s}-1.0.0.pth", f"{_HF}/PMPose/PMPose-{s}-1.0.0.pth",
+                description=f"PMPose-{s.upper()} 1.0.0 (ViT-{s.upper()}, ProbPose heads + MaskPose), "
+                f"configs/pose/pmpose-{s}.py",
+            )
+            for s in "slh"
+        ],
+        *[
+            Checkpoint(
+                f"maskpose-{s}", f"MaskPose-{s}-1.1.0.pth", f"{_HF}/MaskPose/MaskPose-{s}-1.1.0.pth",
+                description=f"MaskPose-{s.upper()} 1.1.0 (ViT-{s.upper()}, mask-conditioned, 23 keypoints), "
+                f"configs/pose/maskpose-{s}.py",
+            )
+            for s in "slh"
+        ],
+        Checkpoint(
+            "vitpose-b-multi", "ViTPose-b-multi_mmpose20.pth", f"{_HF}/ViTPose-b-multi_mmpose20.pth",
+            description="ViTPose-B trained on COCO+AIC+MPII (21 keypoints), BMP; "
+            "configs/pose/vitpose-b-multi.py",
+        ),
         Checkpoint(
             "sam-pose2seg-hiera-b+", "SAM-pose2seg_hiera_b+.pt", f"{_HF}/SAM-pose2seg_hiera_b%2B.pt",
             description="SAM-pose2seg: SAM 2.1 Hiera-B+ fine-tuned on pose prompts",
@@ -196,14 +221,6 @@ def weights_dirs_from_env() -> list[Path]:
     """Folders listed in ``$BMP_WEIGHTS_DIR`` (os.pathsep-separated)."""
     raw = os.environ.get("BMP_WEIGHTS_DIR", "")
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p]
-
-
-def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -313,7 +330,8 @@ def resolve_checkpoint(
         spec: a registry name (see :data:`CHECKPOINTS`) or a file path.
         weights_dirs: folders searched before the cache (``--weights-dir``).
         download: fetch a registered checkpoint that is not found locally;
-            default: yes unless ``$BMP_OFFLINE`` is set.
+            default: yes unless ``$BMP_OFFLINE`` is set (or, for a Hugging
+            Face-hosted file, ``$HF_HUB_OFFLINE``).
     Raises:
         WeightsError: not found (naming where it was looked for and its URL),
             or a size / sha256 mismatch.
@@ -340,7 +358,7 @@ def resolve_checkpoint(
         if path.is_file():
             return _verified(path, entry)
     if download is None:
-        download = not os.environ.get("BMP_OFFLINE")
+        download = offline_reason(entry.url) is None
     target = cache_dir() / entry.filename
     looked = "\n  ".join(str(p) for p in candidates)
     if not download:
@@ -351,13 +369,15 @@ def resolve_checkpoint(
             entry, candidates,
         )
     try:
-        download_file(entry.url, target)
+        fetch(entry.url, target, sha256=entry.sha256, sha256_prefix=entry.sha256_prefix, size=entry.size)
     except Exception as exc:
+        why = str(exc) if isinstance(exc, DownloadError) else f"downloading {entry.url} failed: {exc!r}"
         raise MissingCheckpointError(
             f"checkpoint {entry.name!r} ({entry.filename}) not found locally (looked in:\n  "
-            f"{looked}) and downloading {entry.url} failed: {exc}.\n"
-            f"Download it by hand into {target.parent} or a folder given with --weights-dir.",
-            entry, candidates, str(exc),
+            f"{looked}), and {why}.\n"
+            f"Download it by hand from {entry.url} into {target.parent} or a folder given with "
+            f"--weights-dir.",
+            entry, candidates, why,
         ) from exc
     return _verified(target, entry)
 
@@ -398,7 +418,7 @@ def _several_failures(failures: list[tuple[str, WeightsError]]) -> str:
     for label, exc in failures:
         if isinstance(exc, MissingCheckpointError):
             entry = exc.entry
-            why = f" (download failed: {exc.download_error})" if exc.download_error else ""
+            why = f" ({exc.download_error})" if exc.download_error else ""
             lines.append(f"  {label}: {entry.name!r} ({entry.filename}) from {entry.url}{why}")
             looked += [p.parent for p in exc.looked if p.parent not in looked]
         else:
@@ -428,24 +448,6 @@ def _verified(path: Path, entry: Checkpoint | None) -> Path:
                 f"a different file). Delete it and download again from {entry.url}"
             )
     return path
-
-
-def download_file(url: str, target: Path, timeout: float = 30.0) -> None:
-    """Download ``url`` to ``target`` through a temp file, so an interrupted
-    download never leaves a partial file under the final name."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {target.name}") as bar:
-                while block := response.read(1 << 20):
-                    out.write(block)
-                    bar.update(len(block))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _safe_globals() -> list[Any]:

@@ -193,3 +193,63 @@ def test_mask_background_transform_uses_the_filled_contours():
         np.testing.assert_array_equal(out, img)
     with pytest.raises(ValueError):
         MaskBackground(alpha=0.25, continue_on_failure=False).transform({"img": img.copy()})
+
+
+class _Captured(Exception):
+    """Ends a pose call once the network's input is seen (random weights
+    would only make mmpose's heatmap refinement fail on flat heatmaps)."""
+
+
+def _pose_inputs(pose, image: np.ndarray, people) -> list[torch.Tensor]:
+    """What the network is given for each person: the normalised crops of the
+    batched path, the packed uint8 crops of mmpose's per-sample pipeline."""
+    seen: list[torch.Tensor] = []
+
+    def capture(inputs) -> None:
+        seen.extend(x.float() for x in inputs)
+        raise _Captured
+
+    if pose.batched:
+        pose.model.extract_feat = capture
+    else:
+        pose.model.test_step = lambda batch: capture(batch["inputs"])
+    with pytest.raises(_Captured):
+        pose.estimate(image, people)
+    return seen
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_mask_without_polygon_is_posed_undimmed(people_with_masks, batched):
+    """The reference's MaskPose pipeline raises for a person whose mask has no
+    external contour of more than 3 points (a thin line, specks); bmp poses
+    that person on the undimmed image (README, Differences from the
+    reference), not on one dimmed or blacked out by the raw mask."""
+    from bmp.models.pose import MMPoseTopDown
+    from tests.tiny_models import CSPNEXT_T_UDP
+
+    image, found = people_with_masks
+    people = found[np.arange(3)]
+    masks = people.masks.copy()
+    x0, y0, x1, y1 = people.boxes[1].astype(int)
+    masks[1] = False
+    masks[1, (y0 + y1) // 2, x0:x1] = True  # one pixel high: a 2-point contour
+    masks[2] = False
+    masks[2, y0 + 2 : y1 - 2 : 6, x0 + 2 : x1 - 2 : 6] = True  # isolated pixels
+    people = people.replace(masks=masks)
+    assert mask_polygons(masks[0]) is not None
+    assert mask_polygons(masks[1]) is None and mask_polygons(masks[2]) is None
+
+    def inputs(alpha: float) -> list[torch.Tensor]:
+        pose = MMPoseTopDown(CSPNEXT_T_UDP, None, flip_test=False, mask_alpha=alpha, batched=batched)
+        assert pose.batched == batched
+        return _pose_inputs(pose, image, people)
+
+    conditioned, plain = inputs(0.2), inputs(0.0)
+    assert len(conditioned) == len(plain) == 3
+    assert (conditioned[0] - plain[0]).abs().max() > 0.1  # conditioning is on
+    # The batched path's all-True mask costs grid_sample's coordinate round
+    # trip (< 0.02 of a pixel value, normalised by std ~57); the pipeline
+    # leaves the image untouched.
+    atol = 1e-3 if batched else 0.0
+    for i in (1, 2):
+        torch.testing.assert_close(conditioned[i], plain[i], atol=atol, rtol=0)

@@ -138,7 +138,7 @@ def test_published_configs_carry_the_reference_thresholds():
         cfg = load_config(f"configs/{name}")
         return PromptConfig(**cfg.segmenter.prompts), cfg.loop
 
-    for name in ("bmp_rtmdet_vitpose_sam2.py", "bmp_maskpose_sam2.py"):
+    for name in ("bmp_rtmdet_vitpose_sam2.py", "bmp_maskpose_sam2.py", "bmp_d3_pmpose.py"):
         prompts, loop = values(name)
         assert (prompts.method, prompts.num_points, prompts.score_thr, prompts.visibility_thr) == (
             "max_spread", 6, 0.3, 0.3)
@@ -149,9 +149,31 @@ def test_published_configs_carry_the_reference_thresholds():
     assert (prompts.method, prompts.num_points, prompts.score_thr, prompts.visibility_thr) == (
         "max_vis", 3, 0.5, 0.5)
     assert (loop.oks_nms_thr, loop.oks_kpt_thr) == (0.8, 0.5)
-    for name in ("bmp_rtmdet_vitpose_sam2.py", "bmp_maskpose_sam2.py", "bmp_pmpose_sampose2seg.py"):
+    for name in ("bmp_rtmdet_vitpose_sam2.py", "bmp_maskpose_sam2.py", "bmp_d3_pmpose.py",
+                 "bmp_pmpose_sampose2seg.py"):
         _, loop = values(name)
         assert (loop.num_iters, loop.det_score_thr, loop.det_nms_iou) == (2, 0.3, 0.3)
         assert loop.exclusive_masks is True
         assert loop.get("oks_nms_prefer", "confident") == "confident"
         assert loop.get("redetected_iou") is None  # every detection is posed
+
+
+def test_d3_pmpose_config_is_v1_with_pmpose_b_at_alpha_025():
+    """configs/bmp_d3_pmpose.py is the reference's bmp_D3.yaml as it is today:
+    BMP v1 (configs/bmp_maskpose_sam2.py: MaskPose-B 1.0.0 at alpha 0.2) with
+    PMPose-b-1.0.0 at alpha 0.25 as the pose model, nothing else changed."""
+    from mmengine.config import Config
+
+    from bmp.config import load_config
+    from bmp.weights import CHECKPOINTS
+
+    v1, d3 = load_config("configs/bmp_maskpose_sam2.py"), load_config("configs/bmp_d3_pmpose.py")
+    assert (v1.pose.checkpoint, v1.pose.mask_alpha) == ("maskpose-b-1.0.0", 0.2)
+    assert (d3.pose.config, d3.pose.checkpoint, d3.pose.mask_alpha) == (
+        "configs/pose/pmpose-b.py", "pmpose-b", 0.25)
+    assert CHECKPOINTS["pmpose-b"].filename == "PMPose-b-1.0.0.pth"
+    for part in ("detector", "segmenter", "loop"):
+        assert d3[part] == v1[part], part
+    pipeline = Config.fromfile(d3.pose.config).test_dataloader.dataset.pipeline
+    background = next(t for t in pipeline if t["type"] == "MaskBackground")
+    assert background["alpha"] == d3.pose.mask_alpha

@@ -13,7 +13,6 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -27,7 +26,9 @@ from bmp.video import VideoConfig, VideoPipeline
 from bmp.video.cli import parse_position
 from bmp.video.io import VideoReader, count_frames
 from bmp.video.tracking import hungarian
-from tests.conftest import MODELS_DIR, ROOT, SHARED, offline_bmp_home
+from tests.conftest import MODELS_DIR, ROOT, SHARED, import_pyav, offline_bmp_home
+
+av = import_pyav()
 
 LITE = ROOT / "configs" / "bmp_lite.py"
 VIDEO_DIR = SHARED / "data" / "video"

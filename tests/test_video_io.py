@@ -8,13 +8,14 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
 
 from bmp.video.io import VideoError, VideoReader, VideoWriter, _Prefetch, count_frames
-from tests.conftest import SHARED
+from tests.conftest import SHARED, import_pyav
+
+av = import_pyav()
 
 VIDEO_DIR = SHARED / "data" / "video"
 CLIPS = {"street_5frames.mp4": (5, 540, 960, 5.0), "posetrack_5frames.mp4": (5, 720, 1280, 30.0)}

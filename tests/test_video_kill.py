@@ -16,12 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import cv2
 import pytest
 
-from tests.conftest import COCO_DIR, MODELS_DIR, ROOT
+from tests.conftest import COCO_DIR, MODELS_DIR, ROOT, import_pyav
 from tests.test_video_io import write_clip
+
+av = import_pyav()
 
 LITE = ROOT / "configs" / "bmp_lite.py"
 FRAMES, SIZE = 10, (320, 240)  # write_clip writes 25 fps

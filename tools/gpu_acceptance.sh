@@ -1,88 +1,135 @@
 #!/usr/bin/env bash
-# GPU acceptance in one command, on a CUDA machine with the stack installed:
-#   1. pytest -m cuda (tests/test_cuda.py: batched = naive, bf16 ~ fp32, inductor,
-#      device paths = host paths, no host sync growing with the people);
-#   2. bmp bench of the published config at random init, bf16, batched vs naive,
-#      1 / 10 / 40 people;
-#   3. the batch curve (issue 16): the same config, 10 people, 2 iterations, bf16,
-#      BMP.predict_batch at batch sizes 1, 2, 4, 8, 16, each through the same 16
-#      images (img/s, ratio to batch 1, where it flattens, whether batch 8
-#      reaches 2x batch 1, peak CUDA memory);
-#   4. step 2 with --compile inductor (last: compiling is the slowest step);
-# then OUT/acceptance.json (everything merged) and OUT/acceptance.md (the tables).
+# GPU acceptance on a CUDA machine, in two calls of at most 9 minutes each:
 #
-#   bash tools/gpu_acceptance.sh [OUT]                    # default OUT: outputs/gpu_acceptance
-#   bash tools/gpu_acceptance.sh --install WHEELHOUSE [OUT]
-#       a bare machine: first `tools/install.sh --from WHEELHOUSE --keep-torch`
-#       (keeps the machine's CUDA torch; build WHEELHOUSE elsewhere with
-#       `tools/install.sh --wheelhouse DIR --python X.Y --keep-torch`)
+#   bash tools/gpu_acceptance.sh --install KIT --steps tests [OUT]   # call 1: install, pytest -m cuda
+#   bash tools/gpu_acceptance.sh --kit KIT --steps bench [OUT]       # call 2: the benches
 #
+# (or all of it in one call: bash tools/gpu_acceptance.sh [--install KIT] [OUT]).
+#   install  `tools/install.sh --from KIT` (a kit from `tools/install.sh --kit`; keeps
+#            the machine's CUDA torch), at most INSTALL_BUDGET seconds;
+#   tests    pytest -m cuda (tests/test_cuda.py: batched = naive, bf16 ~ fp32, inductor,
+#            device paths = host paths, no host sync growing with the people);
+#   bench    bmp bench of the published config at random init, bf16, batched vs naive,
+#            1 / 10 / 40 people; the batch curve (BMP.predict_batch at batch sizes 1, 2,
+#            4, 8, 16, 10 people, 2 iterations); then the first again with
+#            --compile inductor (last: compiling is the slowest).
+# After every call: OUT/acceptance.json and OUT/acceptance.md (everything run so
+# far, both calls merged) and OUT/acceptance.tar.gz (those, the logs and the
+# reports). Default OUT: outputs/gpu_acceptance, a git-ignored folder that
+# survives between calls on the device machine.
+#
+# --kit/--install KIT: the kit's test data (KIT/shared) becomes BMP_SHARED.
+# --device cpu: a rehearsal of the same steps without CUDA (the cuda tests skip).
 # Every step runs even if an earlier one failed; the exit status is non-zero
 # when any did. BMP_VENV picks the environment (default ./.venv); BENCH_ARGS
-# adds arguments to every bench run (e.g. "--max-images 2 --repeat 3").
+# adds arguments to every bench run (e.g. "--max-images 2 --repeat 3");
+# BATCH_SIZES the curve's sizes; BUDGET_SCALE multiplies every budget (slow
+# rehearsal machines). PyAV is optional here: without it the video tests skip.
 #
-# Time budget: the script must finish within one 10-minute (600 s) call, so
-# every step runs under `timeout` with its own limit (BUDGETS below; a step
-# that overruns is stopped, reported as TIMED OUT and the next one starts):
-# 130 + 90 + 140 + 160 s, plus 10 s of grace to stop each, leaves ~40 s for the
-# CUDA check and the merge. --install comes on top of that.
+# Time budget: each step runs under `timeout` with its own limit (BUDGETS below,
+# plus GRACE to stop it); a step that overruns is reported as TIMED OUT and the
+# next one starts. Call 1: 300 + 150 s, call 2: 90 + 140 + 160 s, each plus
+# grace and the merge, under 540 s.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-WHEELHOUSE=""
-if [[ ${1:-} == --install ]]; then
-  WHEELHOUSE="${2:?--install needs a wheelhouse folder}"
-  shift 2
-fi
+KIT=""
+INSTALL=0
+STEPS=all
+DEVICE=cuda
+while [[ ${1:-} == --* ]]; do
+  case "$1" in
+    --install) KIT="${2:?--install needs a kit folder}"; INSTALL=1; shift 2 ;;
+    --kit) KIT="${2:?--kit needs a kit folder}"; shift 2 ;;
+    --steps) STEPS="${2:?--steps needs tests, bench or all}"; shift 2 ;;
+    --device) DEVICE="${2:?--device needs cuda or cpu}"; shift 2 ;;
+    *) echo "gpu_acceptance: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+case "$STEPS" in tests | bench | all) ;; *) echo "gpu_acceptance: --steps takes tests, bench or all" >&2; exit 2 ;; esac
+case "$DEVICE" in cuda | cpu) ;; *) echo "gpu_acceptance: --device takes cuda or cpu" >&2; exit 2 ;; esac
 OUT="${1:-$ROOT/outputs/gpu_acceptance}"
 VENV="${BMP_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 read -ra EXTRA <<<"${BENCH_ARGS:-}"
 cd "$ROOT" || exit 1
-
-if [[ -n $WHEELHOUSE ]]; then
-  BMP_VENV="$VENV" bash "$ROOT/tools/install.sh" --from "$WHEELHOUSE" --keep-torch || exit 1
+if [[ -n $KIT ]]; then
+  [[ -f $KIT/kit.json ]] || { echo "gpu_acceptance: $KIT is not a kit (no kit.json)" >&2; exit 2; }
+  KIT="$(cd "$KIT" && pwd)"
+  [[ -d $KIT/shared ]] && export BMP_SHARED="$KIT/shared"
 fi
-if ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
-  echo "gpu_acceptance: $PY sees no CUDA device (torch.cuda.is_available() is False)" >&2
-  exit 1
-fi
-mkdir -p "$OUT"
-# A step that fails leaves no report: never merge an earlier run's in its place.
-rm -f "$OUT"/bench_bf16.json "$OUT"/bench_batch.json "$OUT"/bench_bf16_inductor.json "$OUT"/pytest_cuda.xml
 
-# Seconds per step; their sum plus GRACE per step must stay well under 600.
-declare -A BUDGETS=([pytest_cuda]=130 [bench_bf16]=90 [bench_batch]=140 [bench_bf16_inductor]=160)
+# Seconds per step; a call's steps plus GRACE each stay under 540.
+declare -A BUDGETS=([install]=300 [pytest_cuda]=150 [bench_bf16]=90 [bench_batch]=140 [bench_bf16_inductor]=160)
 GRACE=10
-status=()
-step() {  # step NAME COMMAND...: run it within its budget, log it to OUT/NAME.log, remember its status
-  local name="$1"
+SCALE="${BUDGET_SCALE:-1}"
+step() {  # step NAME COMMAND...: run it within its budget, log it to OUT/NAME.log, keep its status
+  local name="$1" budget=$((BUDGETS[$1] * SCALE)) t0=$SECONDS
   shift
-  printf '\n[gpu acceptance] %s (at most %ss): %s\n' "$name" "${BUDGETS[$name]}" "$*"
-  timeout -k "$GRACE" "${BUDGETS[$name]}" "$@" 2>&1 | tee "$OUT/$name.log"
+  rm -f "$OUT/status/$name"
+  printf '\n[gpu acceptance] %s (at most %ss): %s\n' "$name" "$budget" "$*"
+  timeout -k "$GRACE" "$budget" "$@" 2>&1 | tee "$OUT/$name.log"
   local rc=${PIPESTATUS[0]}
   if ((rc == 124 || rc == 137)); then
-    printf '[gpu acceptance] %s: stopped at its budget of %ss\n' "$name" "${BUDGETS[$name]}" \
-      | tee -a "$OUT/$name.log"
+    printf '[gpu acceptance] %s: stopped at its budget of %ss\n' "$name" "$budget" | tee -a "$OUT/$name.log"
   fi
-  status+=(--status "$name=$rc")
-  return 0
+  printf '[gpu acceptance] %s: exit %s after %s s\n' "$name" "$rc" "$((SECONDS - t0))" | tee -a "$OUT/$name.log"
+  echo "$rc" >"$OUT/status/$name"
+  return "$rc"
 }
+sees_device() {
+  [[ $DEVICE == cpu ]] || "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null && return 0
+  echo "gpu_acceptance: $PY sees no CUDA device (torch.cuda.is_available() is False)" >&2
+  return 1
+}
+
+# Refused before anything is written, unless there is an install to report on.
+((INSTALL)) || sees_device || exit 1
+mkdir -p "$OUT/status"
+ready=1
+if ((INSTALL)); then
+  step install env BMP_VENV="$VENV" bash "$ROOT/tools/install.sh" --from "$KIT" --keep-torch || ready=0
+  ((ready)) && { sees_device || { echo 1 >"$OUT/status/cuda_device"; ready=0; }; }
+fi
+if ((ready)) && ! "$PY" -c 'import av' 2>/dev/null; then
+  echo "[gpu acceptance] PyAV is not installed: the video tests skip (BMP_WITHOUT_PYAV=1)"
+  export BMP_WITHOUT_PYAV=1
+fi
 
 config=configs/bmp_rtmdet_vitpose_sam2.py
 bench=("$PY" -m bmp bench --config "$config" --random-init --compare
-       --people 1,10,40 --precision bf16 --device cuda "${EXTRA[@]}")
+       --people 1,10,40 --precision bf16 --device "$DEVICE" "${EXTRA[@]}")
 # The real images are skipped: random weights detect nobody on them.
-batch=("$PY" -m bmp bench --config "$config" --random-init --batch-size 1,2,4,8,16
-       --people 10 --max-images 0 --iters 2 --precision bf16 --device cuda "${EXTRA[@]}")
-step pytest_cuda "$PY" -m pytest -m cuda -rA -q --junitxml "$OUT/pytest_cuda.xml"
-step bench_bf16 "${bench[@]}" --json "$OUT/bench_bf16.json"
-step bench_batch "${batch[@]}" --json "$OUT/bench_batch.json"
-step bench_bf16_inductor "${bench[@]}" --compile inductor --json "$OUT/bench_bf16_inductor.json"
+batch=("$PY" -m bmp bench --config "$config" --random-init --batch-size "${BATCH_SIZES:-1,2,4,8,16}"
+       --people 10 --max-images 0 --iters 2 --precision bf16 --device "$DEVICE" "${EXTRA[@]}")
+if ((ready)) && [[ $STEPS != bench ]]; then
+  # A step that fails leaves no report: never merge an earlier run's in its place.
+  rm -f "$OUT"/pytest_cuda.xml
+  step pytest_cuda "$PY" -m pytest -m cuda -rA -q --junitxml "$OUT/pytest_cuda.xml"
+fi
+if ((ready)) && [[ $STEPS != tests ]]; then
+  rm -f "$OUT"/bench_bf16.json "$OUT"/bench_batch.json "$OUT"/bench_bf16_inductor.json
+  step bench_bf16 "${bench[@]}" --json "$OUT/bench_bf16.json"
+  step bench_batch "${batch[@]}" --json "$OUT/bench_batch.json"
+  step bench_bf16_inductor "${bench[@]}" --compile inductor --json "$OUT/bench_bf16_inductor.json"
+fi
 
-"$PY" -m bmp.bench_report --out "$OUT" --pytest "$OUT/pytest_cuda.xml" "${status[@]}" \
-  "bf16=$OUT/bench_bf16.json" "bf16-batch=$OUT/bench_batch.json" \
-  "bf16+inductor=$OUT/bench_bf16_inductor.json" || exit 1
-for item in "${status[@]}"; do
-  [[ $item == *=0 || $item == --status ]] || exit 1
+status=()
+failed=0
+for file in "$OUT"/status/*; do
+  [[ -f $file ]] || continue
+  rc="$(<"$file")"
+  status+=(--status "$(basename "$file")=$rc")
+  ((rc == 0)) || failed=1
 done
+# The benches that ran (in this call or the other): a report missing after a run is its failure.
+runs=()
+for run in bf16=bench_bf16 bf16-batch=bench_batch bf16+inductor=bench_bf16_inductor; do
+  [[ -f $OUT/status/${run#*=} ]] && runs+=("${run%%=*}=$OUT/${run#*=}.json")
+done
+"$PY" -m bmp.bench_report --out "$OUT" --pytest "$OUT/pytest_cuda.xml" "${status[@]}" "${runs[@]}" || failed=1
+# Packed beside, then moved in: a folder that changes while tar reads it fails.
+archive="$(mktemp "${TMPDIR:-/tmp}/acceptance.XXXXXX")"
+tar -czf "$archive" -C "$OUT" --exclude acceptance.tar.gz . && mv "$archive" "$OUT/acceptance.tar.gz" || failed=1
+echo "[gpu acceptance] results: $OUT/acceptance.md, everything in $OUT/acceptance.tar.gz"
+exit "$failed"

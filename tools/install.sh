@@ -13,6 +13,15 @@
 #                                             # download everything into DIR (needs the network)
 #   bash tools/install.sh --from DIR [--keep-torch]
 #                                             # install from DIR only, no network
+#   bash tools/install.sh --kit DIR --target FILE
+#                                             # only what the target FILE (pip-freeze style)
+#                                             # lacks, plus the test data (tools/kit.py)
+#
+# --from a kit (DIR/kit.json) installs exactly its files, with no dependency
+# resolution, next to the environment's own torch (--keep-torch is implied).
+# When python3 is itself a venv (a managed image), --keep-torch makes .venv from
+# its base interpreter and links the image venv's site-packages in with a .pth
+# file: --system-site-packages alone would only see the base's packages.
 #
 # mmcv's ops are always compiled for the CPU only, also on GPU machines: no nvcc,
 # no CUDA arch list, the same wheel everywhere. The loop needs no mmcv kernel on
@@ -36,12 +45,16 @@ Options:
   --from DIR         install from DIR only (pip --no-index --find-links DIR)
   --keep-torch       keep the torch/torchvision the environment already has (a new venv
                      then sees the system's site-packages); with --wheelhouse: leave them out
+  --kit DIR          download only what --target lacks for the runtime, the cuda tests and
+                     bmp bench, plus the shared test data, into DIR (manifest: DIR/kit.json)
+  --target FILE      with --kit: the target's distributions, one 'name[==version]' a line
 Environment:
   BMP_VENV           the virtual environment (default: ./.venv)
   PYTHON             the interpreter that creates it and downloads (default: python3)
   MAX_JOBS           parallel compile jobs for mmcv (default: every core)
   BMP_INSTALL_ONLY   space-separated requirements: download / install only these
                      (with their dependencies) instead of the stack; for tests
+  BMP_SHARED         with --kit: the shared folder whose data/coco comes along (default ../shared)
 TXT
 }
 
@@ -50,9 +63,12 @@ DIR=""
 TARGET_PY=""
 PLATFORMS=()
 KEEP_TORCH=0
+TARGET_FILE=""
 while (($#)); do
   case "$1" in
     --wheelhouse) MODE=wheelhouse; DIR="${2:?--wheelhouse needs a folder}"; shift 2 ;;
+    --kit) MODE=kit; DIR="${2:?--kit needs a folder}"; shift 2 ;;
+    --target) TARGET_FILE="${2:?--target needs a file}"; shift 2 ;;
     --from) MODE=from; DIR="${2:?--from needs a folder}"; shift 2 ;;
     --python) TARGET_PY="${2:?--python needs a version such as 3.12}"; shift 2 ;;
     --platform) PLATFORMS+=("${2:?--platform needs a wheel platform tag}"); shift 2 ;;
@@ -61,12 +77,23 @@ while (($#)); do
     *) printf 'tools/install.sh: unknown option %s (see --help)\n' "$1" >&2; exit 2 ;;
   esac
 done
-if [[ $MODE != wheelhouse && ( -n $TARGET_PY || ${#PLATFORMS[@]} -gt 0 ) ]]; then
-  echo "tools/install.sh: --python and --platform go with --wheelhouse" >&2
+if [[ $MODE != wheelhouse && $MODE != kit && ( -n $TARGET_PY || ${#PLATFORMS[@]} -gt 0 ) ]]; then
+  echo "tools/install.sh: --python and --platform go with --wheelhouse or --kit" >&2
+  exit 2
+fi
+if [[ $MODE == kit && -z $TARGET_FILE ]] || [[ $MODE != kit && -n $TARGET_FILE ]]; then
+  echo "tools/install.sh: --kit and --target go together" >&2
   exit 2
 fi
 
 log() { printf '\n[bmp install] %s\n' "$*"; }
+
+KIT=0
+if [[ $MODE == from && -f $DIR/kit.json ]]; then
+  KIT=1
+  ((KEEP_TORCH)) || log "a kit carries no torch: keeping the environment's (--keep-torch)"
+  KEEP_TORCH=1
+fi
 
 # The machine's find-links folder holds a CPU-only torch that pip would prefer
 # over the registry build; no torchvision matches it.
@@ -99,7 +126,7 @@ SDIST_DEPS=(addict "mmengine==0.10.7" numpy packaging pillow pyyaml yapf "setupt
 NODEPS=("mmpose==1.3.2" ultralytics ultralytics-thop "hydra-core>=1.3.2,<1.4" "omegaconf>=2.2,<2.4")
 # Everything else, resolved with dependencies as binary wheels only.
 BINARY=("setuptools<81" wheel ninja numpy opencv-python-headless pycocotools "mmengine==0.10.7" cython
-        tqdm "av>=14" "mmdet==3.3.0" "mmpretrain==1.2.0" "pytest>=7" "ruff>=0.5")
+        tqdm "av>=14" "huggingface_hub>=0.23" "mmdet==3.3.0" "mmpretrain==1.2.0" "pytest>=7" "ruff>=0.5")
 
 wheel_dependencies() {
   # Requires-Dist of the given wheels for the target (markers evaluated for its
@@ -181,6 +208,12 @@ if [[ $MODE == wheelhouse ]]; then
   build_wheelhouse
   exit 0
 fi
+if [[ $MODE == kit ]]; then
+  kit=("$PYTHON" "$ROOT/tools/kit.py" build --target "$TARGET_FILE" --out "$DIR")
+  [[ -n $TARGET_PY ]] && kit+=(--python "$TARGET_PY")
+  for tag in "${PLATFORMS[@]}"; do kit+=(--platform "$tag"); done
+  exec "${kit[@]}"
+fi
 
 if [[ $MODE == from ]]; then
   [[ -d $DIR ]] || { echo "tools/install.sh: --from $DIR: no such folder" >&2; exit 2; }
@@ -189,18 +222,95 @@ if [[ $MODE == from ]]; then
   export PIP_FIND_LINKS PIP_NO_INDEX=1
 fi
 
+make_venv() {
+  if ((!KEEP_TORCH)); then
+    "$PYTHON" -m venv "$VENV"
+    return
+  fi
+  # A managed image's torch lives in the system site-packages, or in the venv
+  # that its python3 itself is.
+  local parent
+  parent="$("$PYTHON" -c 'import sys, sysconfig
+if sys.prefix != sys.base_prefix:
+    print(*dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib")), sep="\n")')"
+  if [[ -z $parent ]]; then
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+    return
+  fi
+  # Without pip: a distribution's base interpreter may lack ensurepip
+  # (Debian's python3-venv), and the image venv's own pip serves through the .pth.
+  "$("$PYTHON" -c 'import sys; print(sys._base_executable)')" -m venv --without-pip --system-site-packages "$VENV"
+  local site
+  site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  printf '%s\n' "$parent" >"$site/_bmp_parent_venv.pth"
+  log "$PYTHON is a venv: $VENV sees its packages through $site/_bmp_parent_venv.pth"
+  "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip -q || {
+    echo "tools/install.sh: $VENV has no pip: neither $PYTHON's venv nor ensurepip provides one" >&2
+    exit 1
+  }
+}
+
 if [[ ! -x "$VENV/bin/python" ]]; then
   log "creating virtual environment $VENV"
-  if ((KEEP_TORCH)); then
-    # A managed image's torch lives in the system site-packages.
-    "$PYTHON" -m venv --system-site-packages "$VENV"
-  else
-    "$PYTHON" -m venv "$VENV"
-  fi
+  make_venv
 fi
 PIP=("$VENV/bin/python" -m pip install --progress-bar off)
 
 have() { "$VENV/bin/python" -m pip show -q "$1" >/dev/null 2>&1; }
+# mmcv's setup.py compiles CUDA kernels when torch.cuda.is_available() or
+# FORCE_CUDA=1 (also MLU/MPS/NPU/DIOPI by their own switches); nvcc on the
+# PATH alone does not. Hiding the GPU and forcing the rest off gives the same
+# CPU build on every machine.
+mmcv_cpu_build() {
+  CUDA_VISIBLE_DEVICES="" FORCE_CUDA=0 FORCE_MLU=0 FORCE_MPS=0 FORCE_NPU=0 MMCV_WITH_DIOPI=0 \
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$@"
+}
+
+install_kit() {
+  # The kit is a resolved closure (tools/kit.py): its files go in as they are,
+  # with no dependency resolution, beside the environment's own packages.
+  local plan kind file wheels=() sdists=() started=$SECONDS
+  plan="$("$VENV/bin/python" "$ROOT/tools/kit.py" plan "$DIR")" || exit 1
+  local only=0
+  while read -r kind file; do
+    case "$kind" in
+      wheel) wheels+=("$file") ;;
+      sdist) sdists+=("$file") ;;
+      only) only=1 ;;
+    esac
+  done <<<"$plan"
+  log "kit 1/3: ${#wheels[@]} wheels"
+  ((${#wheels[@]} == 0)) || "${PIP[@]}" --no-deps "${wheels[@]}"
+  if ((${#sdists[@]})); then
+    # Minutes of the window would go before the first compile found this out.
+    local include
+    include="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+    [[ -f $include/Python.h ]] || {
+      echo "tools/install.sh: no Python.h in $include: the kit's sdists (mmcv, xtcocotools) cannot be compiled" \
+        "against this interpreter (install its development headers)" >&2
+      exit 1
+    }
+  fi
+  log "kit 2/3: ${#sdists[@]} sdists built here against the kept torch and numpy (MAX_JOBS=${MAX_JOBS:-$(nproc)})"
+  for file in "${sdists[@]}"; do
+    local t0=$SECONDS
+    case "$(basename "$file")" in
+      mmcv-*) mmcv_cpu_build "${PIP[@]}" --no-deps --no-build-isolation "$file" ;;
+      sam2-*) SAM2_BUILD_CUDA=0 "${PIP[@]}" --no-deps --no-build-isolation "$file" ;;
+      *) "${PIP[@]}" --no-deps --no-build-isolation "$file" ;;
+    esac
+    log "built $(basename "$file") in $((SECONDS - t0)) s"
+  done
+  if ((only)); then
+    log "done in $((SECONDS - started)) s: the kit $DIR (some requirements only) in $VENV"
+    return
+  fi
+  log "kit 3/3: bmp itself (editable)"
+  "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
+  "$VENV/bin/python" -c 'import bmp.cli, mmcv.ops, mmdet, mmpose, mmpretrain, sam2, pycocotools, xtcocotools.coco' \
+    || { echo "tools/install.sh: the kit installed, but the stack does not import (above)" >&2; exit 1; }
+  log "done in $((SECONDS - started)) s: the kit $DIR in $VENV (its data: BMP_SHARED=$(cd "$DIR" && pwd)/shared)"
+}
 
 if ((KEEP_TORCH)); then
   versions="$("$VENV/bin/python" -c 'import torch, torchvision; print(torch.__version__, torchvision.__version__)' 2>/dev/null)" || {
@@ -219,6 +329,11 @@ if ((KEEP_TORCH)); then
   log "keeping torch $torch_version, torchvision $vision_version"
 fi
 
+if ((KIT)); then
+  install_kit
+  exit 0
+fi
+
 if [[ -n ${BMP_INSTALL_ONLY:-} ]]; then
   read -ra only <<<"$BMP_INSTALL_ONLY"
   if ((${#only[@]})); then "${PIP[@]}" "${only[@]}"; fi  # blank: only the checks above
@@ -235,16 +350,11 @@ else
 fi
 
 log "2/6 numeric and COCO basics"
-"${PIP[@]}" numpy opencv-python-headless pycocotools "mmengine==0.10.7" cython tqdm "av>=14"
+"${PIP[@]}" numpy opencv-python-headless pycocotools "mmengine==0.10.7" cython tqdm "av>=14" "huggingface_hub>=0.23"
 
 log "3/6 mmcv 2.1.0 with CPU ops (source build, ~10 min the first time; pip caches the wheel)"
 if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops" >/dev/null 2>&1; then
-  # mmcv's setup.py compiles CUDA kernels when torch.cuda.is_available() or
-  # FORCE_CUDA=1 (also MLU/MPS/NPU/DIOPI by their own switches); nvcc on the
-  # PATH alone does not. Hiding the GPU and forcing the rest off gives the same
-  # CPU build on every machine.
-  CUDA_VISIBLE_DEVICES="" FORCE_CUDA=0 FORCE_MLU=0 FORCE_MPS=0 FORCE_NPU=0 MMCV_WITH_DIOPI=0 \
-    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" --no-build-isolation "mmcv==2.1.0"
+  mmcv_cpu_build "${PIP[@]}" --no-build-isolation "mmcv==2.1.0"
 fi
 
 log "4/6 xtcocotools against numpy 2, chumpy"

@@ -9,8 +9,9 @@ background processes (defaults by device: see :func:`bmp.image_loader.default_ba
 
 Writes to OUT: ``predictions.rank{R}.jsonl`` (per-image records, resumable),
 ``metrics.json``, ``metrics.md`` (the printed table), ``results_iter{k}.json``
-(COCO results after iteration k; ``results_gt_kpts.json`` with ``--gt-kpts``)
-and ``ap_vs_iteration.png``.
+(COCO results after iteration k; ``results_gt_kpts.json`` with ``--gt-kpts``;
+keypoints in the file's layout: CrowdPose's 14 for a CrowdPose file) and
+``ap_vs_iteration.png``.
 """
 
 from __future__ import annotations
@@ -23,17 +24,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..output_lock import OutputLocks
     from ..sharding import ShardLogs
+    from ..termination import StopRequest
 
 logger = logging.getLogger("bmp.eval")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..image_loader import add_batching_arguments
+    from ..input_limits import add_limit_arguments
     from ..weights import add_trust_argument
 
     parser.add_argument("--config", required=True, help="loop config, e.g. configs/bmp_lite.py")
-    parser.add_argument("--ann", required=True, help="COCO-format annotation file (COCO, OCHuman, CIHP)")
+    parser.add_argument("--ann", required=True,
+                        help="COCO-format annotation file (COCO, OCHuman, CIHP, CrowdPose)")
     parser.add_argument("--images", required=True, help="folder with the annotated images")
     parser.add_argument("--out", required=True, help="output folder (re-run to resume)")
     parser.add_argument("--iters", type=int, default=None, help="loop iterations (default: config)")
@@ -48,23 +53,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights-dir", action="append", default=[], metavar="DIR",
         help="folder with checkpoint files, searched before the cache (repeatable)",
     )
+    parser.add_argument("--category", default=None, metavar="NAME|ID",
+                        help="the annotation category to score as persons (default: the one named person)")
+    parser.add_argument("--allow-outside-images", action="store_true",
+                        help="read file names that leave --images (absolute, '..', links to other folders)")
     add_trust_argument(parser)
     add_batching_arguments(parser)
+    add_limit_arguments(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="start over instead of resuming from OUT/predictions.rank*.jsonl")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..distributed import process_group
+    from ..output_lock import OutputLocks
+    from ..termination import stop_after_batch
 
-    with process_group(args.device) as (dist, device):
-        return _evaluate(args, dist, device)
+    with process_group(args.device) as (dist, device), OutputLocks() as locks, \
+            stop_after_batch() as stop:
+        return _evaluate(args, dist, device, locks, stop)
 
 
-def _evaluate(args: argparse.Namespace, dist: Any, device: str | None) -> int:
+def _evaluate(args: argparse.Namespace, dist: Any, device: str | None, locks: OutputLocks,
+              stop: StopRequest) -> int:
     from ..coco import output_folder
     from ..config import ConfigError
     from ..image_loader import resolve_batching
+    from ..input_limits import apply_limits
     from ..sharding import ShardLogs, merged_records
     from .dataset import DatasetError, EvalDataset
     from .inference import run_shard
@@ -74,7 +89,9 @@ def _evaluate(args: argparse.Namespace, dist: Any, device: str | None) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     batch_size, workers = resolve_batching(args.batch_size, args.workers, device)
-    dataset = EvalDataset(args.ann, args.images)
+    apply_limits(args)
+    # Before any output or model: a wrong annotation file fails in a second.
+    dataset = EvalDataset(args.ann, args.images, args.category, args.allow_outside_images)
     if args.gt_kpts:
         for needed in ("keypoints", "segm"):
             if needed in dataset.skipped:
@@ -84,6 +101,7 @@ def _evaluate(args: argparse.Namespace, dist: Any, device: str | None) -> int:
     logs = ShardLogs(out)
     signature = _signature(args, num_iters)
     output_folder(out)  # every rank (and node) must be able to write its log there
+    locks.shared(out, dist, logs.path(dist))  # before anything in the folder is read or changed
     _check_previous_run(out, signature, args.overwrite)  # every rank: all fail alike
     dist.barrier()
     if dist.is_main:
@@ -91,7 +109,11 @@ def _evaluate(args: argparse.Namespace, dist: Any, device: str | None) -> int:
     dist.barrier()
 
     selected = dataset.images[: args.limit]
-    missing = [i for i in selected if i.path is None]
+    refused = [i for i in selected if i.refused]
+    if refused and dist.is_main:
+        logger.warning("%d of %d images are refused (e.g. %s); they count as failed",
+                       len(refused), len(selected), refused[0].refused)
+    missing = [i for i in selected if i.path is None and not i.refused]
     if missing and dist.is_main:
         logger.warning("%d of %d images are missing from %s (e.g. %s); they count as failed",
                        len(missing), len(selected), dataset.images_dir, missing[0].file_name)
@@ -105,7 +127,9 @@ def _evaluate(args: argparse.Namespace, dist: Any, device: str | None) -> int:
     # take a barrier on import), and a rank that skipped it would pair its later
     # barriers with the wrong ones and hang.
     predictor = _build_predictor(args, dataset, device, num_iters) if todo else None
-    finished = run_shard(dist.shard(todo), predictor, logs, dist, batch_size, workers)
+    finished = run_shard(dist.shard(todo), predictor, logs, dist, batch_size, workers, stop)
+    # Stopped: the logs hold every finished image; metrics of a part would pass for the whole.
+    stop.raise_if_stopped(stop.of_any_rank(dist))
     records = merged_records(logs, dist, finished)
     if records is None:  # not rank 0: rank 0 reports
         return 0
@@ -129,15 +153,16 @@ def _report(
     num_iters: int | None,
 ) -> int:
     from ..coco import write_json_atomic, write_text_atomic
-    from .evaluate import collect_results, evaluate_records
+    from .evaluate import collect_results, evaluate_records, result_converter
     from .records import GT_KPTS_ROW, GT_KPTS_STAGES, LOOP_STAGES
     from .report import markdown_table, plot_ap
 
     out = Path(args.out)
     ok = {r["image_id"]: r for r in (records.get(i.file_name) for i in selected)
           if r is not None and "error" not in r}
-    failed = [{"file": i.file_name, "error": records[i.file_name]["error"]}
-              for i in selected if "error" in records.get(i.file_name, {})]
+    # An image with no record at all is listed too: nothing selected goes unnamed.
+    failed = [{"file": i.file_name, "error": records.get(i.file_name, {}).get("error", "not run")}
+              for i in selected if "error" in records.get(i.file_name, {"error": ""})]
     if not ok:
         logger.error("no image could be processed; nothing to evaluate")
         return 1
@@ -157,7 +182,8 @@ def _report(
     ids = sorted(ok)
     for row in rows:
         name = "results_gt_kpts.json" if row == GT_KPTS_ROW else f"results_iter{row}.json"
-        write_json_atomic(out / name, collect_results(ok, ids, row, "segmenter", dataset.person_id))
+        write_json_atomic(out / name, collect_results(ok, ids, row, "segmenter", dataset.person_id,
+                                                      result_converter(dataset)))
     table = markdown_table(metrics)
     write_text_atomic(out / "metrics.md", table)
     print(table)

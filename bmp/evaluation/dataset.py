@@ -1,10 +1,11 @@
 """A COCO-format person dataset for evaluation: checked, normalised, with image paths.
 
 Accepts COCO person keypoints, OCHuman (compressed RLE masks, no ``iscrowd``),
-CIHP (masks, no keypoints) and CrowdPose-style files (14 keypoints). What the
-annotations cannot support is skipped with a reason instead of failing inside
-pycocotools: keypoint AP needs the 17 COCO keypoints, mask AP needs a
-segmentation on every person.
+CIHP (masks, no keypoints) and CrowdPose (14 keypoints, scored by CrowdPose's
+own protocol, :mod:`.crowdpose`). What the annotations cannot support is
+skipped with a reason instead of failing inside pycocotools: keypoint AP needs
+the 17 COCO keypoints or CrowdPose's 14 with a crowd index on every image,
+mask AP needs a segmentation on every person.
 """
 
 from __future__ import annotations
@@ -21,29 +22,32 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from ..config import ConfigError
 from ..structures import NUM_KEYPOINTS
+from .crowdpose import IOU_TYPE as CROWDPOSE_KEYPOINTS
+from .crowdpose import is_crowdpose_layout, missing_crowd_index
+from .crowdpose_keypoints import CROWDPOSE_KEYPOINT_NAMES
+from .validation import DatasetError, check_annotation_file, outside_images
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
+#: CrowdPose's files: keypoints scored by CrowdPose's own protocol (:mod:`.crowdpose`).
+CROWDPOSE_IOU_TYPES = ("bbox", "segm", CROWDPOSE_KEYPOINTS)
 
 #: OCHuman's occlusion subsets by MaxIoU (the largest box IoU of a person with any
 #: other person in its image): [low, high), ``None`` = no upper bound.
 SUBSETS: dict[str, tuple[float, float | None]] = {"moderate": (0.5, 0.75), "hard": (0.75, None)}
 
 
-class DatasetError(ConfigError):
-    """An annotation file or images folder that cannot be evaluated."""
-
-
 @dataclass(frozen=True)
 class EvalImage:
-    """One image of the annotation file; ``path`` is None when the file is missing."""
+    """One image of the annotation file; ``path`` is None when the file is missing
+    or refused, and ``refused`` then says why it is not read."""
 
     id: int
     file_name: str
     height: int
     width: int
     path: Path | None
+    refused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,24 +70,37 @@ class EvalDataset:
         images: every image of the file, sorted by id.
         iou_types: the iou types these annotations support.
         skipped: iou type -> why it is not evaluated.
+
+    ``category`` picks the category to score as persons (name or id; default: the
+    one named person); ``allow_outside`` lets file names leave ``images_dir``.
     """
 
-    def __init__(self, ann_file: str | os.PathLike, images_dir: str | os.PathLike) -> None:
+    def __init__(self, ann_file: str | os.PathLike, images_dir: str | os.PathLike,
+                 category: str | None = None, allow_outside: bool = False) -> None:
         self.ann_file = Path(ann_file)
         self.images_dir = Path(images_dir)
+        self.allow_outside = allow_outside
         data = _read_json(self.ann_file)
-        category = _person_category(data, self.ann_file)
-        self.person_id = int(category["id"])
-        image_info = {int(i["id"]): i for i in data["images"]}
-        anns = [a for a in data["annotations"] if a.get("category_id") == self.person_id]
+        category = check_annotation_file(data, self.ann_file, category)
+        self.person_id = category["id"]
+        image_info = {i["id"]: i for i in data["images"]}
+        anns = [a for a in data["annotations"] if a["category_id"] == self.person_id]
         if not anns:
             raise DatasetError(
                 f"{self.ann_file} has no person annotations (category id {self.person_id})"
             )
-        anns = [_normalise(a, image_info, n) for n, a in enumerate(anns, start=1)]
+        # Ids left out (OCHuman) are numbered after the given ones: never a duplicate.
+        next_id = max((a["id"] for a in anns if "id" in a), default=0) + 1
+        anns = [_normalise(a, image_info, next_id + n) for n, a in enumerate(anns)]
         self.num_keypoints = _num_keypoints(category, anns)
-        self.skipped = _unsupported(anns, self.num_keypoints)
-        self.iou_types = tuple(t for t in IOU_TYPES if t not in self.skipped)
+        #: CrowdPose's 14 keypoints: predictions are mapped to them (:mod:`.crowdpose_keypoints`).
+        self.crowdpose = is_crowdpose_layout(category.get("keypoints"), self.num_keypoints)
+        if self.crowdpose:
+            self.skipped = _crowdpose_unsupported(anns, list(image_info.values()))
+            self.iou_types = tuple(t for t in CROWDPOSE_IOU_TYPES if t not in self.skipped)
+        else:
+            self.skipped = _unsupported(anns, self.num_keypoints)
+            self.iou_types = tuple(t for t in IOU_TYPES if t not in self.skipped)
         dataset = {"images": list(image_info.values()), "annotations": anns, "categories": [category]}
         self.gt = _coco_from_dict(dataset)
         self.images = self._resolve_images(image_info)
@@ -96,12 +113,19 @@ class EvalDataset:
         images = []
         for image_id in sorted(image_info):
             info = image_info[image_id]
-            name = str(info["file_name"])
+            name = info["file_name"]
+            refused = None if self.allow_outside else outside_images(name, self.images_dir)
             # COCO-style names may carry a split folder ("val2017/xxx.jpg").
-            candidates = (self.images_dir / name, self.images_dir / Path(name).name)
+            candidates = () if refused else (self.images_dir / name, self.images_dir / Path(name).name)
             path = next((c for c in candidates if c.is_file()), None)
-            images.append(EvalImage(image_id, name, int(info["height"]), int(info["width"]), path))
+            images.append(EvalImage(image_id, name, info["height"], info["width"], path, refused))
         missing = [i for i in images if i.path is None]
+        refused = [i for i in missing if i.refused]
+        if refused and len(missing) == len(images):
+            raise DatasetError(
+                f"none of the {len(images)} images of {self.ann_file.name} can be read: "
+                f"{refused[0].refused} (use --allow-outside-images to read such names)"
+            )
         if images and len(missing) == len(images):
             present = sorted(p.name for p in self.images_dir.iterdir())[:3]
             raise DatasetError(
@@ -159,45 +183,26 @@ class EvalDataset:
 # Loading and normalising ----------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
+    """The parsed file, unchecked: :func:`.validation.check_annotation_file` checks it."""
     if not path.is_file():
         raise DatasetError(f"annotation file not found: {path}")
     try:
-        data = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations")):
-        raise DatasetError(f"{path} is not a COCO-format file (needs 'images' and 'annotations')")
-    for info in data["images"]:
-        if not all(k in info for k in ("id", "file_name", "height", "width")):
-            raise DatasetError(f"{path}: image entry without id/file_name/height/width: {info}")
-    return data
-
-
-def _person_category(data: dict[str, Any], path: Path) -> dict[str, Any]:
-    categories = data.get("categories") or []
-    people = [c for c in categories if str(c.get("name", "")).lower() == "person"]
-    if len(people) == 1:
-        return dict(people[0])
-    if len(categories) == 1:  # single-class person datasets name it differently
-        return dict(categories[0])
-    names = [c.get("name") for c in categories]
-    raise DatasetError(f"{path} has no single 'person' category (categories: {names[:10]})")
+        return json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise DatasetError(f"{path} is not valid JSON: {str(exc) or 'nested too deeply'}") from None
 
 
 def _normalise(ann: dict[str, Any], images: dict[int, dict[str, Any]], fallback_id: int) -> dict[str, Any]:
-    """Fill the fields COCOeval reads but OCHuman/CIHP-style files may omit."""
+    """Fill the fields COCOeval reads but OCHuman/CIHP-style files may omit
+    (the file passed :mod:`.validation`: the image exists, a box or mask is there)."""
     ann = dict(ann)
-    info = images.get(ann.get("image_id"))
-    if info is None:
-        raise DatasetError(f"annotation {ann.get('id')} refers to unknown image {ann.get('image_id')}")
+    info = images[ann["image_id"]]
     ann.setdefault("id", fallback_id)
     ann.setdefault("iscrowd", 0)
     segm = ann.get("segmentation")
     rle = _to_rle(segm, info["height"], info["width"]) if segm else None
     if not ann.get("bbox"):
-        if rle is None:
-            raise DatasetError(f"annotation {ann['id']} has neither bbox nor segmentation")
         ann["bbox"] = [float(v) for v in mask_utils.toBbox(rle)]
     if "area" not in ann:
         box_area = float(ann["bbox"][2] * ann["bbox"][3])
@@ -236,6 +241,20 @@ def _unsupported(anns: list[dict[str, Any]], num_keypoints: int) -> dict[str, st
         )
     elif not all(len(a.get("keypoints") or ()) == 3 * NUM_KEYPOINTS for a in people):
         skipped["keypoints"] = "not every person has 17 keypoints: keypoint AP skipped"
+    return skipped
+
+
+def _crowdpose_unsupported(anns: list[dict[str, Any]], images: list[dict[str, Any]]) -> dict[str, str]:
+    skipped = {}
+    people = [a for a in anns if not a["iscrowd"]]
+    if not all(a.get("segmentation") for a in people):
+        skipped["segm"] = "CrowdPose has no person masks: mask AP skipped"
+    if not any(a.get("keypoints") for a in people):
+        skipped[CROWDPOSE_KEYPOINTS] = "the annotations have no keypoints: keypoint AP skipped"
+    elif not all(len(a.get("keypoints") or ()) == 3 * len(CROWDPOSE_KEYPOINT_NAMES) for a in people):
+        skipped[CROWDPOSE_KEYPOINTS] = "not every person has 14 keypoints: CrowdPose keypoint AP skipped"
+    elif reason := missing_crowd_index(images):
+        skipped[CROWDPOSE_KEYPOINTS] = reason
     return skipped
 
 

@@ -10,26 +10,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .cocoeval import coco_metrics
+from .crowdpose import IOU_TYPE as CROWDPOSE_KEYPOINTS
+from .crowdpose import crowdpose_metrics, to_crowdpose_result
 from .dataset import EvalDataset
 from .records import Result, stage_results
 
-_FIELD = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}
+_FIELD = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints", CROWDPOSE_KEYPOINTS: "keypoints"}
 
 
 def collect_results(
     records: Mapping[int, dict[str, Any]], img_ids: Sequence[int], row: int | str, stage: str,
-    category_id: int,
+    category_id: int, convert: Callable[[Result], Result] | None = None,
 ) -> list[Result]:
     """One row/stage's results of ``img_ids``, in that order, with the dataset's
-    person category id."""
+    person category id, each passed through ``convert`` if given."""
+    convert = convert or (lambda r: r)
     return [
-        {**r, "category_id": category_id}
+        convert({**r, "category_id": category_id})
         for image_id in img_ids for r in stage_results(records[image_id], row, stage)
     ]
+
+
+def result_converter(dataset: EvalDataset) -> Callable[[Result], Result] | None:
+    """What turns the loop's results into the dataset's keypoint layout
+    (CrowdPose's 14 points), or None where they are already in it."""
+    return to_crowdpose_result if dataset.crowdpose else None
 
 
 def evaluate_records(
@@ -61,6 +70,7 @@ def evaluate_records(
         for stage in stages for iou_type in dataset.iou_types
     }
     cache: dict[tuple[str, str, str], dict[str, float]] = {}
+    convert = result_converter(dataset)
     subsets: dict[str, dict[str, Any]] = {}
     metrics: dict[str, Any] = {}
     for subset in dataset.subsets():
@@ -77,7 +87,7 @@ def evaluate_records(
         table: dict[str, Any] = {}
         for row in rows:
             for stage in stages:
-                results = collect_results(records, ids, row, stage, dataset.person_id)
+                results = collect_results(records, ids, row, stage, dataset.person_id, convert)
                 cell: dict[str, Any] = {"num_results": len(results)}
                 for iou_type in dataset.iou_types:
                     if not predicted[stage, iou_type]:
@@ -86,11 +96,17 @@ def evaluate_records(
                     # Pose and segmenter stages share boxes and keypoints: evaluate once.
                     key = (subset.name, iou_type, _digest(results, iou_type))
                     if key not in cache:
-                        cache[key] = coco_metrics(subset.gt, results, [iou_type], img_ids=ids)[iou_type]
+                        cache[key] = _metrics(subset.gt, results, iou_type, ids)
                     cell[iou_type] = cache[key]
                 table.setdefault(str(row), {})[stage] = cell
         metrics[subset.name] = table
     return {"subsets": subsets, "metrics": metrics}
+
+
+def _metrics(gt: Any, results: Sequence[Result], iou_type: str, ids: Sequence[int]) -> dict[str, float]:
+    if iou_type == CROWDPOSE_KEYPOINTS:
+        return crowdpose_metrics(gt.dataset, results, ids)
+    return coco_metrics(gt, results, [iou_type], img_ids=ids)[iou_type]
 
 
 def _digest(results: Sequence[Result], iou_type: str) -> str:

@@ -23,6 +23,7 @@ from ..coco import PredictionLog
 from ..distributed import Distributed
 from ..images import ImageError
 from ..sharding import ShardLogs
+from ..termination import StopRequest
 from .dataset import EvalImage
 from .gt_poses import check_size
 from .records import loop_record
@@ -82,13 +83,15 @@ class LoopPredictor:
 
 
 class _FileRequired:
-    """A predictor that refuses an image whose file is missing before any model
-    runs; every other attribute (``predict_batch``, ``progress``) is the predictor's."""
+    """A predictor that refuses an image whose file is missing or refused before
+    any model runs; every other attribute (``predict_batch``, ``progress``) is the predictor's."""
 
     def __init__(self, predictor: ImagePredictor) -> None:
         self.predictor = predictor
 
     def __call__(self, image: EvalImage) -> Any:
+        if image.refused:
+            raise ImageError(f"refused: {image.refused} (--allow-outside-images reads it)")
         if image.path is None:
             raise ImageError(f"image file not found: {image.file_name}")
         return self.predictor(image)
@@ -99,7 +102,7 @@ class _FileRequired:
 
 def run_shard(
     images: Iterable[EvalImage], predictor: ImagePredictor | None, logs: ShardLogs, dist: Distributed,
-    batch_size: int = 1, workers: int = 0,
+    batch_size: int = 1, workers: int = 0, stop: StopRequest | None = None,
 ) -> list[str]:
     """Predict this rank's images into its log.
 
@@ -107,6 +110,7 @@ def run_shard(
         images: this rank's images still to do.
         predictor: None when no rank has anything to do.
         batch_size, workers: images per loop call and decoding processes.
+        stop: once requested, the batch in flight is logged and no other starts.
     Returns:
         The file names of the images this call predicted successfully.
     """
@@ -117,7 +121,8 @@ def run_shard(
     log = PredictionLog(logs.path(dist))
     done: list[str] = []
     failed = 0
-    outputs = predictions(images, [i.path for i in images], predictor, batch_size, workers, "bmp eval", dist)
+    outputs = predictions(images, [i.path for i in images], predictor, batch_size, workers, "bmp eval", dist,
+                          stop)
     with BackgroundWriter(threaded=workers > 0) as writer, closing(outputs):
         for image, output in outputs:
             if not isinstance(output, Exception):

@@ -129,10 +129,12 @@ def _paste(coco: COCO, image_dir: str | os.PathLike, target: dict, donor: dict, 
 
 
 def _read(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"cannot read image {path}")
-    return image[..., ::-1].copy()
+    from ..images import ImageError, load_image
+
+    try:
+        return load_image(path)  # the one reader: size limits checked before decoding
+    except ImageError as exc:
+        raise OSError(str(exc)) from None
 
 
 def _box(mask: np.ndarray) -> list[float]:

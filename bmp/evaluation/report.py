@@ -12,13 +12,17 @@ from typing import Any
 from .records import GT_KPTS_ROW
 
 #: The AR column per iou type (COCOeval's AR at 100 detections / keypoint AR).
-AR_KEY = {"bbox": "AR100", "segm": "AR100", "keypoints": "AR"}
-SHORT = {"bbox": "bbox", "segm": "segm", "keypoints": "kpt"}
+AR_KEY = {"bbox": "AR100", "segm": "AR100", "keypoints": "AR", "keypoints_crowd": "AR"}
+SHORT = {"bbox": "bbox", "segm": "segm", "keypoints": "kpt", "keypoints_crowd": "kpt"}
+#: Columns beyond AP and AR: CrowdPose's AP on easy / medium / hard images (by crowd index).
+EXTRA_COLUMNS = {"keypoints_crowd": (("AP(E)", "AP_easy"), ("AP(M)", "AP_medium"), ("AP(H)", "AP_hard"))}
 #: Fixed colour per stage and marker per subset, the same in every panel. Pose and
 #: segmenter share boxes and keypoints, so their curves may coincide: the wider
 #: marker keeps the one underneath visible.
 STAGE_COLOR = {"detector": "C0", "pose": "C1", "segmenter": "C2", "exclusive": "C3"}
 SUBSET_STYLE = {"all": ("-", "o", 7), "moderate": ("--", "s", 5), "hard": (":", "^", 5)}
+#: Failed images named in the table; metrics.json names every one.
+MAX_FAILED_LISTED = 20
 
 
 def _fmt(stats: dict[str, float] | None, key: str) -> str:
@@ -44,9 +48,15 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     )
     for iou_type, reason in metrics["skipped"].items():
         lines.append(f"- {iou_type}: {reason}")
+    # Every image left out is named with its reason (all of them in metrics.json).
+    for failure in info["failed"][:MAX_FAILED_LISTED]:
+        lines.append(f"- not evaluated: {failure['file']}: {failure['error']}")
+    if len(info["failed"]) > MAX_FAILED_LISTED:
+        lines.append(f"- and {len(info['failed']) - MAX_FAILED_LISTED} more not evaluated: see metrics.json")
     header = ["iter", "stage", "results"]
     for t in iou_types:
         header += [f"{SHORT[t]} AP", f"{SHORT[t]} AR"]
+        header += [f"{SHORT[t]} {column}" for column, _ in EXTRA_COLUMNS.get(t, ())]
     empty = []
     for name, subset in metrics["subsets"].items():
         title = "All persons" if name == "all" else f"{name.capitalize()} ({subset['description']})"
@@ -62,6 +72,7 @@ def markdown_table(metrics: dict[str, Any]) -> str:
                 values = [label, stage, str(cell["num_results"])]
                 for t in iou_types:
                     values += [_fmt(cell[t], "AP"), _fmt(cell[t], AR_KEY[t])]
+                    values += [_fmt(cell[t], key) for _, key in EXTRA_COLUMNS.get(t, ())]
                 lines.append("| " + " | ".join(values) + " |")
         gain = loop_gain(metrics, name)
         if gain:
@@ -122,5 +133,8 @@ def plot_ap(metrics: dict[str, Any], path: str | os.PathLike) -> bool:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    fig.savefig(os.fspath(path), dpi=120)
+    from ..coco import atomic_write
+
+    with atomic_write(path, "wb") as f:  # never half a file; a full disk is one line
+        fig.savefig(f, format="png", dpi=120)
     return True

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config import ConfigError, read_config
 from ..prompts import PromptConfig
+from ..safe_names import safe_name
 from .samplers import SAMPLERS
 
 
@@ -272,6 +273,10 @@ def _check(cfg: TrainConfig) -> None:
         problems.append(f"schedule.amp_dtype must be 'bfloat16' or 'float16', got {cfg.schedule.amp_dtype!r}")
     if not cfg.model.trainable:
         problems.append("model.trainable names no module")
+    export = cfg.checkpoint.export_name
+    if export is not None and safe_name(export) != export:
+        # It is written into work_dir: a path or '..' would put it elsewhere.
+        problems.append(f"checkpoint.export_name must be a plain file name, got {export!r}")
     try:
         PromptConfig(**cfg.val.prompts)
     except (TypeError, ValueError) as exc:

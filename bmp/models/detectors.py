@@ -15,6 +15,7 @@ from ..images import PixelArray
 from ..structures import Instances, to_numpy, to_tensor
 from ..weights import resolve_checkpoint
 from .base import DETECTORS, compile_in_place, resolve_model_config
+from .yolo import load_ultralytics, predict
 
 logger = logging.getLogger(__name__)
 
@@ -357,7 +358,8 @@ class UltralyticsDetector:
         for an image would depend on its batch)."""
         found: list = [None] * len(images)
         for rows in same_shape_groups(images):
-            results = self.model.predict(
+            results = predict(
+                self.model,
                 [np.ascontiguousarray(to_numpy(images[i])[..., ::-1]) for i in rows],
                 imgsz=self.imgsz,
                 conf=self.score_thr,
@@ -365,7 +367,6 @@ class UltralyticsDetector:
                 max_det=self.max_per_img,
                 classes=[self.person_class],
                 device=self.device,
-                verbose=False,
             )
             for i, result in zip(rows, results, strict=True):
                 found[i] = instances_from_ultralytics(result, images[i].shape[:2])
@@ -406,38 +407,6 @@ def _unletterbox(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     top, left = int(round(pad_h - 0.1)), int(round(pad_w - 0.1))
     crop = mask[top : mh - int(round(pad_h + 0.1)), left : mw - int(round(pad_w + 0.1))]
     return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
-
-
-def load_ultralytics(
-    checkpoint: str, weights_dirs: Sequence[str], device: str, trusted: bool = False
-):
-    """An Ultralytics ``YOLO`` model from a registry name or file.
-
-    ``YOLO(path)`` unpickles the whole file (``weights_only=False``, model
-    classes included, so no weights-only pre-check can vouch for it): the
-    file must pass :func:`bmp.weights.check_trusted` before Ultralytics sees it.
-    """
-    from ..weights import WeightsError, check_trusted
-
-    path = resolve_checkpoint(checkpoint, weights_dirs)
-    why = check_trusted(path, trusted, "Ultralytics checkpoints pickle whole Python objects")
-    try:
-        from ultralytics import YOLO
-    except ImportError as exc:
-        raise ImportError(
-            "the Ultralytics backend needs the optional package: pip install 'bmp[yolo]'"
-        ) from exc
-    logger.info("loading %s with Ultralytics (%s)", path, why)
-    try:
-        model = YOLO(str(path))
-    except Exception as exc:
-        detail = " ".join(str(exc).split())[:200]
-        raise WeightsError(
-            f"{path} could not be loaded as an Ultralytics checkpoint "
-            f"({type(exc).__name__}: {detail})"
-        ) from exc
-    model.to(device)
-    return model
 
 
 @DETECTORS.register_module()

@@ -13,7 +13,7 @@ from ..masks import box_iou
 from ..structures import NUM_KEYPOINTS, Instances, to_numpy, to_tensor
 from ..weights import resolve_checkpoint
 from .base import POSE_ESTIMATORS, compile_in_place, resolve_model_config
-from .detectors import load_ultralytics
+from .yolo import load_ultralytics, predict
 
 
 @POSE_ESTIMATORS.register_module()
@@ -88,6 +88,8 @@ class MMPoseTopDown:
         self.takes_device_image = self.batched
         self._pipeline_cfg = _with_mask_background(pipeline, self.mask_alpha)
         self._pipeline = None
+        #: Per EXTRA_KEYPOINT_NAMES, the model's keypoint index that gives it, or -1.
+        self._extra_index = extra_keypoint_index(self.model.dataset_meta.get("keypoint_id2name") or {})
 
     def compile_models(self, backend: str) -> list[str]:
         """Backbone and head with static shapes: batches are padded to powers
@@ -123,6 +125,7 @@ class MMPoseTopDown:
             out.append(p if n == 0 else p.replace(
                 keypoints=kpts[rows].astype(np.float32), keypoint_scores=scores[rows].astype(np.float32),
                 visibility=visible[rows], presence=presence[rows], kpt_oks=oks[rows],
+                **({"extra_keypoints": side["extra_keypoints"][rows]} if "extra_keypoints" in side else {}),
             ))
             start += n
         return out
@@ -184,7 +187,9 @@ class MMPoseTopDown:
             scores = side["keypoints_oks"]
         k = NUM_KEYPOINTS
         side_np = {name: v[:, :k].float().cpu().numpy() for name, v in side.items()}
-        return kpts[:, :k].cpu().numpy(), scores[:, :k].float().cpu().numpy(), side_np
+        kpts, scores = kpts.cpu().numpy(), scores.float().cpu().numpy()
+        side_np.update(self._extra_keypoints(kpts, scores))
+        return kpts[:, :k], scores[:, :k], side_np
 
     def _per_sample(self, images: Sequence[PixelArray], people: Sequence[Instances]):
         from mmcv.transforms import Compose
@@ -205,20 +210,45 @@ class MMPoseTopDown:
                 for i, box in enumerate(p.boxes):
                     info = dict(img=bgr, bbox=box[None].astype(np.float32), bbox_score=np.ones(1, np.float32))
                     if self.mask_alpha > 0:
-                        # As the reference's inference_topdown: polygons (None: undimmed).
+                        # As the reference's inference_topdown: polygons (None: undimmed here,
+                        # where the reference raises).
                         info["segmentation"] = mask_polygons(host_masks[i].astype(bool, copy=False))
                     info.update(self.model.dataset_meta)
                     samples.append(self._pipeline(info))
             results = self.model.test_step(pseudo_collate(samples))
         k = NUM_KEYPOINTS
-        kpts = np.concatenate([r.pred_instances.keypoints for r in results])[:, :k]
-        scores = np.concatenate([r.pred_instances.keypoint_scores for r in results])[:, :k]
-        side = {}
+        kpts = np.concatenate([r.pred_instances.keypoints for r in results])
+        scores = np.concatenate([r.pred_instances.keypoint_scores for r in results])
+        side = self._extra_keypoints(kpts, scores)
+        kpts, scores = kpts[:, :k], scores[:, :k]
         for name in ("keypoints_visible", "keypoints_probs", "keypoints_oks", "keypoints_error"):
             values = [getattr(r.pred_instances, name, None) for r in results]
             if all(v is not None for v in values) and hasattr(self.model.head, "forward_side"):
                 side[name] = np.concatenate([np.asarray(v, np.float32).reshape(1, -1) for v in values])[:, :k]
         return kpts, scores, side
+
+    def _extra_keypoints(self, kpts: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
+        """``{"extra_keypoints": (N, 2, 3)}`` from all of the model's (N, K) points,
+        or {} for a model without them (the loop then keeps zeros)."""
+        if all(i < 0 for i in self._extra_index):
+            return {}
+        out = np.zeros((len(kpts), len(self._extra_index), 3), np.float32)
+        for j, i in enumerate(self._extra_index):
+            if i >= 0:
+                out[:, j, :2], out[:, j, 2] = kpts[:, i], scores[:, i]
+        return {"extra_keypoints": out}
+
+
+def extra_keypoint_index(id2name: dict[int, str]) -> list[int]:
+    """Per :data:`~bmp.keypoints.EXTRA_KEYPOINT_NAMES`, the index of the first
+    of its source names in a model's layout, -1 where it has none."""
+    from ..keypoints import EXTRA_KEYPOINT_NAMES, EXTRA_KEYPOINT_SOURCES
+
+    by_name = {name: int(i) for i, name in id2name.items()}
+    return [
+        next((by_name[s] for s in EXTRA_KEYPOINT_SOURCES[name] if s in by_name), -1)
+        for name in EXTRA_KEYPOINT_NAMES
+    ]
 
 
 def _supports_batched(model) -> bool:
@@ -231,8 +261,9 @@ def _supports_batched(model) -> bool:
 def _conditioning_masks(masks: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """MaskPose's conditioning masks on ``device``: the reference's filled
     external contours of each mask (:mod:`bmp.models.mask_condition`), all True
-    for a person whose mask gives no polygon (left undimmed, as the reference
-    leaves a sample without a polygon).
+    for a person whose mask gives no polygon of more than 3 points: posed
+    undimmed, where the reference's MaskBackground raises (README, "Differences
+    from the reference").
 
     The masks go to the host and back here, for mask-conditioned pose models
     only: contour tracing and the polygon raster are OpenCV's and pycocotools'
@@ -341,9 +372,9 @@ class UltralyticsTopDown:
             return out
         # rect=False: every crop is letterboxed to the same square, so a crop's
         # pose does not depend on which other crops share the call.
-        results = iter(self.model.predict(
-            crops, imgsz=self.imgsz, conf=self.score_thr, classes=[0], device=self.device,
-            verbose=False, rect=False,
+        results = iter(predict(
+            self.model, crops, imgsz=self.imgsz, conf=self.score_thr, classes=[0], device=self.device,
+            rect=False,
         ))
         for b, origins, query in pending:
             out[b] = self._read([next(results) for _ in origins], people[b], origins, query)

@@ -9,8 +9,10 @@ Writes into DIR (one input) or DIR/<stem>/ (each of several inputs):
 - ``summary.json``: frames, people per frame, tracks, fps achieved, stage times;
 - ``vis/*.jpg`` with ``--vis``: the overlay of every processed frame.
 
-Ctrl-C finishes the frames in flight (the current batch), closes the MP4 and
-exits (a second Ctrl-C aborts at once; the MP4 is fragmented, so it still plays).
+Ctrl-C or SIGTERM finishes the frames in flight (the current batch), closes the
+MP4, writes results.json and summary.json and exits 130 or 143
+(:mod:`bmp.termination`; a second signal aborts at once; the MP4 is fragmented,
+so it still plays). One process at a time writes a folder (:mod:`bmp.output_lock`).
 Re-running the same command resumes: logged frames are replayed from
 ``frames.jsonl``, not recomputed.
 
@@ -26,15 +28,17 @@ import argparse
 import hashlib
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..output_lock import OutputLocks
+    from ..termination import StopRequest
 
 OUTPUT_VIDEO = "annotated.mp4"
 FRAME_LOG = "frames.jsonl"
@@ -43,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..input_limits import add_limit_arguments
     from ..weights import add_trust_argument
 
     parser.add_argument(
@@ -82,6 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prior.add_argument("--no-prior", dest="prior", action="store_false", help="no temporal prior")
     parser.add_argument("--backend", default="auto", choices=("auto", "pyav", "opencv"),
                         help="video decoding/encoding library (default: PyAV when installed)")
+    add_limit_arguments(parser, file_size=False)
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds opening the file or decoding one frame may take")
     parser.add_argument("--overwrite", action="store_true",
@@ -107,30 +113,6 @@ def parse_position(text: str | None, fps: float, what: str) -> int | None:
     return value
 
 
-@contextmanager
-def graceful_interrupt() -> Iterator[dict[str, bool]]:
-    """The first Ctrl-C sets ``state['stop']`` (finish the batch, close files);
-    the second raises KeyboardInterrupt as usual."""
-    from tqdm import tqdm
-
-    state = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if state["stop"]:
-            raise KeyboardInterrupt
-        state["stop"] = True
-        tqdm.write("bmp video: stopping after the frames in flight (Ctrl-C again to abort now)")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield state
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _signature(args: argparse.Namespace, video: Path, start: int, end: int | None) -> dict[str, Any]:
     config = Path(args.config)
     stat = video.stat()
@@ -145,26 +127,28 @@ def _signature(args: argparse.Namespace, video: Path, start: int, end: int | Non
 
 def plan_outputs(inputs: list[str], out: str) -> list[tuple[Path, Path]]:
     """(video, its output folder) per input: OUT for a single video, as always;
-    OUT/<stem>/ for each of several, where two inputs with one stem are refused
-    (a deterministic rename would hide which folder is which video)."""
+    OUT/<stem>/ for each of several, the stem made a safe folder name (``..``
+    stays inside OUT), where two inputs with one such name are refused (a
+    deterministic rename would hide which folder is which video)."""
     from ..config import ConfigError
+    from ..safe_names import name_clashes, safe_name
 
     videos = [Path(v) for v in inputs]
     if len(videos) == 1:
         return [(videos[0], Path(out))]
-    first: dict[str, Path] = {}
-    for video in videos:
-        if video.stem in first:
-            raise ConfigError(f"{first[video.stem]} and {video} would both write to "
-                              f"{Path(out) / video.stem}; rename one or run them separately")
-        first[video.stem] = video
-    return [(video, Path(out) / video.stem) for video in videos]
+    named = [(video, safe_name(video.stem)) for video in videos]
+    clashes = name_clashes(named)
+    if clashes:
+        earlier, video = clashes[0]
+        raise ConfigError(f"{earlier} and {video} would both write to "
+                          f"{Path(out) / safe_name(video.stem)}; rename one or run them separately")
+    return [(video, Path(out) / name) for video, name in named]
 
 
 @dataclass(frozen=True)
 class VideoOutcome:
-    """How one video went (sent to rank 0): exit code 0, 2 (error) or 130
-    (interrupted), and the line rank 0 prints for it."""
+    """How one video went (sent to rank 0): exit code 0, 2 (error) or 128 +
+    the signal that stopped it (130, 143), and the line rank 0 prints for it."""
 
     index: int
     code: int
@@ -199,19 +183,23 @@ class _Pipelines:
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
     from ..distributed import process_group
+    from ..input_limits import apply_limits
+    from ..output_lock import OutputLocks
 
     if args.every < 1:
         raise ConfigError(f"--every must be >= 1, got {args.every}")
+    apply_limits(args)
     jobs = plan_outputs(args.inputs, args.out)
-    with process_group(args.device) as (dist, device):
-        return _run_videos(args, jobs, dist, device)
+    with process_group(args.device) as (dist, device), OutputLocks() as locks:
+        return _run_videos(args, jobs, dist, device, locks)
 
 
 def _run_videos(args: argparse.Namespace, jobs: list[tuple[Path, Path]], dist: Any,
-                device: str | None) -> int:
-    from ..coco import OutputError
+                device: str | None, locks: OutputLocks) -> int:
+    from ..coco import OutputError, output_folder
     from ..config import ConfigError
     from ..image_loader import resolve_batching
+    from ..termination import stop_after_batch
     from .io import VideoError
 
     batch, workers = resolve_batching(args.batch_size, args.workers, device)
@@ -219,14 +207,17 @@ def _run_videos(args: argparse.Namespace, jobs: list[tuple[Path, Path]], dist: A
     pipelines = _Pipelines(args, device, batch)
     indexed = list(enumerate(jobs))
     outcomes: list[VideoOutcome] = []
-    with graceful_interrupt() as interrupt:
+    if len(jobs) > 1:  # OUT holds a folder per video, each locked by the rank that writes it
+        locks.shared(output_folder(Path(args.out)), dist)
+    with stop_after_batch() as interrupt:
         for index, (video, out) in dist.shard(indexed):
-            if interrupt["stop"]:
-                outcomes.append(VideoOutcome(index, 130, f"{video.name}: not started (interrupted)"))
+            if interrupt.requested:
+                outcomes.append(VideoOutcome(index, interrupt.exit_code,
+                                             f"{video.name}: not started (interrupted)"))
                 continue
             try:
                 summary = _process_video(args, video, out, pipelines, batch, workers, interrupt,
-                                         desc=video.name if several else "bmp video")
+                                         locks, desc=video.name if several else "bmp video")
             except (VideoError, ConfigError, OutputError) as exc:
                 if not several:
                     print(f"bmp: error: {exc}", file=sys.stderr)
@@ -235,7 +226,7 @@ def _run_videos(args: argparse.Namespace, jobs: list[tuple[Path, Path]], dist: A
             if not several:
                 _print_summary(summary, out)
             stopped = " (interrupted)" if summary["interrupted"] else ""
-            outcomes.append(VideoOutcome(index, 130 if summary["interrupted"] else 0,
+            outcomes.append(VideoOutcome(index, interrupt.exit_code if summary["interrupted"] else 0,
                                          f"{video.name}: {_summary_line(summary)} -> {out}{stopped}"))
     dist.barrier()  # rank 0 reports once every rank has finished its videos
     everyone = [o for part in dist.all_gather(outcomes) for o in part]
@@ -249,8 +240,7 @@ def _run_videos(args: argparse.Namespace, jobs: list[tuple[Path, Path]], dist: A
             print(f"bmp: error: {len(failed)} of {len(jobs)} videos failed: {', '.join(failed)}",
                   file=sys.stderr)
     code = max((o.code for o in everyone), default=0)
-    if code == 130:
-        print("bmp: interrupted; re-run the same command to resume", file=sys.stderr)
+    interrupt.raise_if_stopped(code - 128 if code > 128 else None)  # main prints the one line
     return code
 
 
@@ -270,23 +260,19 @@ def _emit(writer: Any, log: Any, vis_dir: Path | None, frame: Any, people: Any,
           record: dict[str, Any] | None) -> None:
     """One frame's outputs, in the order the kill guarantee needs: the MP4 (its
     writer fsyncs) before the frame's log record, so the log never runs ahead."""
-    import cv2
-
-    from ..coco import OutputError
-    from ..vis import draw_instances
+    from ..vis import draw_instances, write_image
 
     overlay = draw_instances(frame.image, people, show_prompts=False)
     writer.write(overlay)
     if vis_dir is not None:
-        path = vis_dir / f"{frame.index:06d}.jpg"
-        if not cv2.imwrite(str(path), overlay):
-            raise OutputError(f"cannot write {path}")
+        write_image(vis_dir / f"{frame.index:06d}.jpg", overlay)  # atomic; a full disk is one line
     if record is not None:
         log.append(record)
 
 
 def _process_video(args: argparse.Namespace, video: Path, out_dir: Path, pipelines: _Pipelines,
-                   batch: int, workers: int, interrupt: dict[str, bool], desc: str) -> dict[str, Any]:
+                   batch: int, workers: int, interrupt: StopRequest, locks: OutputLocks,
+                   desc: str) -> dict[str, Any]:
     """One video into ``out_dir``; returns its summary (also written to summary.json)."""
     from tqdm import tqdm
 
@@ -304,6 +290,7 @@ def _process_video(args: argparse.Namespace, video: Path, out_dir: Path, pipelin
         raise ConfigError(f"--end ({end}) must come after --start ({start})")
 
     out = output_folder(out_dir)
+    locks.folder(out)  # before anything in it is read or changed
     log_path, sig_path = out / FRAME_LOG, out / "run.json"
     signature = _signature(args, reader.path, start, end)
     if args.overwrite:
@@ -317,9 +304,7 @@ def _process_video(args: argparse.Namespace, video: Path, out_dir: Path, pipelin
     log = FrameLog(log_path)
 
     pipeline = pipelines.next_video()
-    vis_dir = out / "vis" if args.vis else None
-    if vis_dir is not None:
-        vis_dir.mkdir(exist_ok=True)
+    vis_dir = output_folder(out / "vis", "--vis folder") if args.vis else None
     name = reader.path.name
     per_frame: list[tuple[int, int]] = []
     times: list[float] = []
@@ -331,9 +316,12 @@ def _process_video(args: argparse.Namespace, video: Path, out_dir: Path, pipelin
     loop_began = time.perf_counter()
     try:
         # Up to two batches of frames wait for the writer, so the model never waits on it.
+        # The reader is closed (its decoding thread joined) before the writer: nothing
+        # outlives the video, and no thread is left running at interpreter exit.
         with BackgroundWriter(max_pending=2 * batch, threaded=workers > 0,
-                              name="bmp-video-writer") as output:
-            for chunk in _batches(reader.frames(start, end, args.every, prefetch=workers * batch), batch):
+                              name="bmp-video-writer") as output, \
+                closing(reader.frames(start, end, args.every, prefetch=workers * batch)) as frames:
+            for chunk in _batches(frames, batch):
                 chunk = [pipeline.conform(frame) for frame in chunk]
                 keys = [frame_key(name, frame.index) for frame in chunk]
                 logged = [log.get(key) if key in log else None for key in keys]
@@ -348,12 +336,12 @@ def _process_video(args: argparse.Namespace, video: Path, out_dir: Path, pipelin
                     bar.update(1)
                 bar.set_postfix_str(f"{per_frame[-1][1]} people, {len(track_ids)} tracks | "
                                     f"{pipeline.stage_summary()}")
-                if interrupt["stop"]:
+                if interrupt.requested:
                     interrupted = True
                     break
     finally:
+        bar.close()  # first: an error closing the MP4 (full disk) must print after the bar's last line
         writer.close()
-        bar.close()
     loop_seconds = time.perf_counter() - loop_began
     if not per_frame:
         (out / OUTPUT_VIDEO).unlink(missing_ok=True)

@@ -124,6 +124,17 @@ def _check_file(path: Path) -> None:
         raise VideoError(f"video file is empty (0 bytes): {path}")
 
 
+def _check_frame_size(path: Path, width: int, height: int) -> None:
+    """A :class:`VideoError` when a frame is over the pixel limit of images
+    (:func:`bmp.images.image_limits`, ``--max-image-pixels``)."""
+    from ..images import ImageError, image_limits
+
+    try:
+        image_limits().check_pixels(width * height, f"{path}: a {width}x{height} frame")
+    except ImageError as exc:
+        raise VideoError(str(exc)) from None
+
+
 def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
     """Apply a counter-clockwise display rotation (multiples of 90 degrees)."""
     k = int(round(rotation / 90)) % 4
@@ -145,6 +156,8 @@ def _probe_pyav(path: Path, timeout: float) -> VideoInfo:
             raise VideoError(f"{path} has no video stream")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        # Before the first frame is decoded: a huge frame is refused from the header.
+        _check_frame_size(path, stream.codec_context.width or 0, stream.codec_context.height or 0)
         rotation = _pyav_first_frame_rotation(container, stream)
         if rotation is None:
             raise VideoError(f"{path} has no decodable frames")
@@ -202,6 +215,7 @@ def _pyav_frames(path: Path, timeout: float, wanted: Callable[[int], bool | None
                 if want is None:
                     return
                 if want:
+                    _check_frame_size(path, frame.width, frame.height)  # streams may change size
                     image = _upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0) or 0)
                     yield Frame(index, float(frame.time) if frame.time is not None else None, image)
                 index += 1
@@ -214,6 +228,8 @@ def _probe_opencv(path: Path) -> VideoInfo:
     try:
         if not cap.isOpened():
             raise VideoError(f"cannot open {path} as a video (OpenCV)")
+        _check_frame_size(path, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                          int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         ok, frame = cap.read()  # the size after OpenCV's own auto-rotation
         if not ok or frame is None:
             raise VideoError(f"{path} has no decodable frames")
@@ -247,6 +263,7 @@ def _opencv_frames(path: Path, wanted: Callable[[int], bool | None]) -> Iterator
             ok, bgr = cap.read()
             if not ok or bgr is None:
                 return
+            _check_frame_size(path, bgr.shape[1], bgr.shape[0])  # before the RGB copy
             msec = cap.get(cv2.CAP_PROP_POS_MSEC)
             yield Frame(index, msec / 1000 if msec >= 0 else None, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             index += 1
@@ -309,7 +326,12 @@ class _Prefetch:
             self.close()
 
     def close(self) -> None:
+        """Stop the producer and wait for it: a decoding thread still running at
+        interpreter exit can abort the process. One stalled inside the decoder
+        cannot be interrupted; it is left behind after ``timeout`` seconds."""
         self.stop.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(self.timeout)
 
 
 def _decode_error(exc: BaseException) -> VideoError:
@@ -423,9 +445,10 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike, fps: float, backend: str = "auto", crf: int = 23) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = fps if fps and math.isfinite(fps) and fps > 0 else 25.0
         self.backend = _backend(backend)
+        with self._writing():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.crf = crf
         self.size: tuple[int, int] | None = None  # (height, width) written
         self.frames_written = 0
@@ -433,6 +456,19 @@ class VideoWriter:
         self._stream: Any = None
         self._file: Any = None  # our own handle on the MP4, to fsync it
         self._cv: cv2.VideoWriter | None = None
+
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        """A failed write (a full disk) as one :class:`~bmp.coco.OutputError` line,
+        as for every output: PyAV raises it as an OSError or, once its muxer has
+        failed, as another FFmpeg error; our own flush and fsync as an OSError."""
+        from ..coco import writing
+
+        errors: tuple[type[Exception], ...] = ()
+        if self.backend == "pyav":
+            import av
+
+            errors = (av.error.FFmpegError,)
+        return writing(self.path, errors=errors)
 
     def _open(self, h: int, w: int) -> None:
         self.size = (h, w)
@@ -467,7 +503,15 @@ class VideoWriter:
                 raise VideoError(f"OpenCV cannot write {self.path}")
 
     def write(self, image_bgr: np.ndarray) -> None:
-        """Append one (H, W, 3) uint8 BGR frame (odd sizes padded to even)."""
+        """Append one (H, W, 3) uint8 BGR frame (odd sizes padded to even).
+
+        Raises:
+            OutputError: the frame cannot be written (a full disk).
+        """
+        with self._writing():
+            self._write(image_bgr)
+
+    def _write(self, image_bgr: np.ndarray) -> None:
         image = _even(np.ascontiguousarray(image_bgr))
         h, w = image.shape[:2]
         if self.size is None:
@@ -502,7 +546,12 @@ class VideoWriter:
         return self.frames_written
 
     def close(self) -> None:
-        """Flush the encoder and finish the file (safe to call twice)."""
+        """Flush the encoder and finish the file (safe to call twice); the file
+        is closed even when finishing it fails (an OutputError)."""
+        with self._writing():
+            self._close()
+
+    def _close(self) -> None:
         if self._container is not None:
             container, self._container = self._container, None
             try:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..coco import OutputError, atomic_write, instances_to_coco, is_log_record, scan_jsonl
+from ..coco import atomic_write, instances_to_coco, is_log_record, scan_jsonl, writing
 from ..structures import NUM_KEYPOINTS, Instances
 
 
@@ -115,15 +115,13 @@ class FrameLog:
     def append(self, record: dict[str, Any]) -> None:
         """Write one record and fsync it, so a crash loses at most the frame in flight."""
         line = (json.dumps(record) + "\n").encode()
-        try:
+        with writing(self.path, "append to"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "ab") as f:
                 offset = f.tell()
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
-        except OSError as exc:
-            raise OutputError(f"cannot append to {self.path}: {exc.strerror or exc}") from None
         self.offsets[record["file"]] = offset
 
     def records(self) -> Iterator[dict[str, Any]]:

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# A rehearsal of the GPU acceptance on a CPU machine (issue 21), as close to the
+# air-gapped target as a machine with the registries gets:
+#   1. the kit for the target list (tools/install.sh --kit; needs the network);
+#   2. a stand-in target: a Python 3.12 venv (the target's python3 is itself a
+#      venv) holding the target's torch 2.11.0 and torchvision 0.26.0 (PyPI's Linux
+#      builds, which carry CUDA libraries and run on the CPU), numpy 2.5.2, the
+#      newest setuptools (no pkg_resources, as on the image) and every other
+#      distribution of the target list that the kit counts on, at its version;
+#   3. acceptance call 1 (install from the kit, pytest -m cuda) with the network
+#      cut (unshare -n where it works; pip never gets an index anyway);
+#   4. the smoke tests, in the installed environment, also without the network;
+#   5. acceptance call 2 (the benches) on the CPU, at a reduced scale.
+# It prints the kit's size and each step's wall time, and writes them to
+# WORK/rehearsal.md.
+#
+#   bash tools/rehearse_target.sh [WORK]         # default WORK: outputs/rehearsal
+# Environment: TARGET_FILE (default tools/targets/h200-cuda13-py312.txt),
+# PYTHON312 (default: python3.12 on the PATH or under pyenv), KEEP_TARGET=1 to
+# reuse WORK/target from an earlier run, MAX_JOBS (default: every core).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WORK="$(mkdir -p "${1:-$ROOT/outputs/rehearsal}" && cd "${1:-$ROOT/outputs/rehearsal}" && pwd)"
+TARGET_FILE="${TARGET_FILE:-$ROOT/tools/targets/h200-cuda13-py312.txt}"
+PY312="${PYTHON312:-}"
+if [[ -z $PY312 ]]; then
+  # pyenv's shims answer for versions that are not selected: try each candidate.
+  for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12.*/bin/python3.12 "$(command -v python3.12)"; do
+    if [[ -x $candidate ]] && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+      PY312="$candidate"
+      break
+    fi
+  done
+fi
+[[ -n $PY312 ]] || { echo "rehearse_target: no Python 3.12 found (set PYTHON312)" >&2; exit 2; }
+KIT="$WORK/kit" TARGET="$WORK/target" VENV="$WORK/venv" OUT="$WORK/acceptance"
+TIMES="$WORK/times.tsv"
+: >"$TIMES"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_FIND_LINKS=
+
+timed() {  # timed NAME COMMAND...: run it, record its wall time, keep going on failure
+  local name="$1" t0 rc
+  shift
+  printf '\n[rehearsal] %s: %s\n' "$name" "$*"
+  t0=$(date +%s.%N)
+  "$@" && rc=0 || rc=$?
+  printf '%s\t%s\t%s\n' "$name" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')" "$rc" \
+    | tee -a "$TIMES"
+  return 0
+}
+offline() {  # no network for the command: a new network namespace (loopback only) where we may make one
+  if unshare -n true 2>/dev/null; then
+    unshare -n bash -c 'ip link set lo up 2>/dev/null || true; exec "$@"' offline "$@"
+  else
+    PIP_INDEX_URL=http://127.0.0.1:9/simple "$@"
+  fi
+}
+
+stand_in() {
+  [[ ${KEEP_TARGET:-0} == 1 && -x $TARGET/bin/python ]] && return 0
+  rm -rf "$TARGET"
+  "$PY312" -m venv "$TARGET"
+  # What the target has and the kit counts on, at the target's versions.
+  mapfile -t reqs < <("$TARGET/bin/python" - "$KIT/kit.json" <<'PY'
+import json, sys
+for name, entry in json.load(open(sys.argv[1]))["satisfied_by_target"].items():
+    print(f"{name}=={entry['version']}" if entry["version"] else name)
+PY
+)
+  "$TARGET/bin/python" -m pip install -q --progress-bar off --upgrade pip setuptools "${reqs[@]}"
+}
+
+timed kit bash "$ROOT/tools/install.sh" --kit "$KIT" --target "$TARGET_FILE"
+timed stand_in_target stand_in
+rm -rf "$VENV" "$OUT"
+# Call 1 and 2 as README gives them, their budgets scaled from the target's 16
+# cores to this machine's (mmcv alone takes ~2 min on 16 cores, 10+ on 2).
+# The sdists are built afresh every time, as on a new target: no wheel cache.
+export PIP_NO_CACHE_DIR=1
+export BMP_VENV="$VENV" PYTHON="$TARGET/bin/python" BUDGET_SCALE="${BUDGET_SCALE:-$(((16 + $(nproc) - 1) / $(nproc)))}"
+timed call1_install_and_cuda_tests offline bash "$ROOT/tools/gpu_acceptance.sh" --device cpu --install "$KIT" \
+  --steps tests "$OUT"
+timed smoke_tests offline env BMP_SHARED="$KIT/shared" BMP_WITHOUT_PYAV=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+  tests/test_structures.py tests/test_masks.py tests/test_prompts.py tests/test_pose_nms.py \
+  tests/test_loop_tiny.py tests/test_pose_models.py tests/test_no_mmcv_kernels.py tests/test_eval_metrics.py \
+  tests/test_downloads.py tests/test_video_io.py
+timed call2_benches offline env BENCH_ARGS="--people 1 --repeat 1 --warmup 0 --max-images 1" BATCH_SIZES=1,2 \
+  bash "$ROOT/tools/gpu_acceptance.sh" --device cpu --kit "$KIT" --steps bench "$OUT"
+
+{
+  echo "# Rehearsal of the GPU acceptance on $(nproc) CPU cores ($(date -u +%F))"
+  echo
+  sed -n 3p "$KIT/MANIFEST.md"
+  echo
+  echo "stand-in: $("$TARGET/bin/python" -c 'import sys, torch, numpy; print(f"Python {sys.version.split()[0]}, torch {torch.__version__}, numpy {numpy.__version__}")')"
+  echo
+  echo "| step | wall s | exit |"
+  echo "|---|---:|---:|"
+  awk -F'\t' '{printf "| %s | %s | %s |\n", $1, $2, $3}' "$TIMES"
+  echo
+  if [[ -f $OUT/acceptance.md ]]; then cat "$OUT/acceptance.md"; fi
+} >"$WORK/rehearsal.md"
+cat "$WORK/rehearsal.md"
+awk -F'\t' '$3 != 0 {bad = 1} END {exit bad}' "$TIMES"
