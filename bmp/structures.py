@@ -19,9 +19,11 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import torch
 
+from .keypoints import EXTRA_KEYPOINT_NAMES
+
 NUM_KEYPOINTS = 17
 #: Neck and head top (:data:`bmp.keypoints.EXTRA_KEYPOINT_NAMES`).
-NUM_EXTRA_KEYPOINTS = 2
+NUM_EXTRA_KEYPOINTS = len(EXTRA_KEYPOINT_NAMES)
 
 #: (N, H, W) masks: a numpy array, or a torch tensor on a model's device.
 MaskArray = np.ndarray | torch.Tensor

@@ -161,8 +161,12 @@ def _report(
     ok = {r["image_id"]: r for r in (records.get(i.file_name) for i in selected)
           if r is not None and "error" not in r}
     # An image with no record at all is listed too: nothing selected goes unnamed.
-    failed = [{"file": i.file_name, "error": records.get(i.file_name, {}).get("error", "not run")}
-              for i in selected if "error" in records.get(i.file_name, {"error": ""})]
+    failed = []
+    for image in selected:
+        record = records.get(image.file_name)
+        if record is None or "error" in record:
+            error = "not run" if record is None else record["error"]
+            failed.append({"file": image.file_name, "error": error})
     if not ok:
         logger.error("no image could be processed; nothing to evaluate")
         return 1

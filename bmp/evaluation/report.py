@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .crowdpose import IOU_TYPE as CROWDPOSE_KEYPOINTS
 from .records import GT_KPTS_ROW
 
 #: The AR column per iou type (COCOeval's AR at 100 detections / keypoint AR).
-AR_KEY = {"bbox": "AR100", "segm": "AR100", "keypoints": "AR", "keypoints_crowd": "AR"}
-SHORT = {"bbox": "bbox", "segm": "segm", "keypoints": "kpt", "keypoints_crowd": "kpt"}
+AR_KEY = {"bbox": "AR100", "segm": "AR100", "keypoints": "AR", CROWDPOSE_KEYPOINTS: "AR"}
+SHORT = {"bbox": "bbox", "segm": "segm", "keypoints": "kpt", CROWDPOSE_KEYPOINTS: "kpt"}
 #: Columns beyond AP and AR: CrowdPose's AP on easy / medium / hard images (by crowd index).
-EXTRA_COLUMNS = {"keypoints_crowd": (("AP(E)", "AP_easy"), ("AP(M)", "AP_medium"), ("AP(H)", "AP_hard"))}
+EXTRA_COLUMNS = {CROWDPOSE_KEYPOINTS: (("AP(E)", "AP_easy"), ("AP(M)", "AP_medium"), ("AP(H)", "AP_hard"))}
 #: Fixed colour per stage and marker per subset, the same in every panel. Pose and
 #: segmenter share boxes and keypoints, so their curves may coincide: the wider
 #: marker keeps the one underneath visible.
