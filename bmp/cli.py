@@ -55,6 +55,7 @@ COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "eval": ("bmp.evaluation.cli", "COCOeval of every loop iteration and stage on a COCO-format dataset"),
     "video": ("bmp.video.cli", "run the loop over a video: annotated MP4, per-frame JSONL, track ids"),
     "bench": ("bmp.bench", "per-stage timing, throughput, memory and scaling with the number of people"),
+    "demo": ("bmp.demo.cli", "interactive web demo (Gradio, pip install 'bmp[demo]')"),
 }
 
 
@@ -90,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--overwrite", action="store_true",
         help="start over instead of resuming from OUT/predictions.jsonl",
+    )
+    run.add_argument(
+        "--report", action="store_true",
+        help="also write OUT/report.html: a gallery stepping through every iteration, people per "
+             "iteration and per-stage times (self-contained, thumbnails in OUT/report_files/)",
     )
     add_batching_arguments(run)
     add_limit_arguments(run)
@@ -364,18 +370,24 @@ class _LoopOnFiles:
         self.boxes = boxes or {}
         self.last: Instances | None = None
 
-    def __call__(self, path: Path) -> tuple[Instances, np.ndarray | None]:
+    def __call__(self, path: Path) -> tuple[Instances, np.ndarray | None, dict[str, float]]:
         people = self.bmp.predict(path, **self._given([path], single=True))
         self.last = people
-        return people, self.bmp.detector_inputs[0] if self.vis else None
+        return people, self.bmp.detector_inputs[0] if self.vis else None, self._times(1)
 
     def predict_batch(
         self, paths: list[Path], images: list[np.ndarray]
-    ) -> list[tuple[Instances, np.ndarray | None]]:
+    ) -> list[tuple[Instances, np.ndarray | None, dict[str, float]]]:
         people = self.bmp.predict_batch(images, names=[str(p) for p in paths], **self._given(paths))
         self.last = people[-1]
+        times = self._times(len(paths))
         # An image's first detector input is the image itself: no copy of the loop's is needed.
-        return [(found, image if self.vis else None) for found, image in zip(people, images, strict=True)]
+        pictures = images if self.vis else [None] * len(images)
+        return [(found, picture, times) for found, picture in zip(people, pictures, strict=True)]
+
+    def _times(self, images: int) -> dict[str, float]:
+        """Seconds per stage of the last call, per image (a batch's stages run once for all)."""
+        return {stage: round(seconds / images, 5) for stage, seconds in self.bmp.times.seconds.items()}
 
     def _given(self, paths: list[Path], single: bool = False) -> dict[str, Any]:
         """The ``boxes``/``box_scores`` arguments for these files; none at all
@@ -447,6 +459,8 @@ def _run(args: argparse.Namespace, dist: Distributed, device: str | None, locks:
     records = merged_records(logs, dist, finished)
     # Rank 0 writes the results, also of a stopped run: what is logged is complete.
     code = 0 if records is None else _write_results(out, paths, records, vis_dir)
+    if records is not None and args.report and code == 0:
+        _write_report(out, paths, records, args.config, signature["iters"])
     stop.raise_if_stopped(stopped)
     return code
 
@@ -509,16 +523,16 @@ def _predict_shard(
                 continue
             if isinstance(output, Exception):
                 raise output  # not a bad image: a broken setup, as without batching
-            people, picture = output
+            people, picture, times = output
             overlay = overlay_path(vis_dir, path, ids[path]) if vis_dir is not None else None
-            writer.submit(_write_result, log, path, ids[path], people, picture, overlay)
+            writer.submit(_write_result, log, path, ids[path], people, picture, overlay, times)
             finished.append(str(path))
     return finished
 
 
 def _write_result(
     log: PredictionLog, path: Path, image_id: int, people: Instances, picture: np.ndarray | None,
-    overlay: Path | None,
+    overlay: Path | None, times: dict[str, float] | None = None,
 ) -> None:
     from .vis import draw_instances, write_image
 
@@ -526,9 +540,22 @@ def _write_result(
     log.append({
         "file": str(path), "image_id": image_id, "height": h, "width": w,
         "results": instances_to_coco(people, image_id),
+        **({"times": times} if times else {}),  # seconds per loop stage, for --report
     })
     if overlay is not None:  # an interruption here is repaired by the next run
         write_image(overlay, draw_instances(picture, people))
+
+
+def _write_report(out: Path, paths: list[Path], records: dict[str, dict[str, Any]], config: str,
+                  iters: int) -> None:
+    """``report.html`` of every logged image: this run's inputs in input order, then
+    those earlier runs into this folder logged."""
+    from .html_report import write_run_report
+
+    given = {str(p) for p in paths}
+    ordered = [records[str(p)] for p in paths if str(p) in records]
+    ordered += [r for f, r in records.items() if f not in given]
+    print(f"report: {write_run_report(out, ordered, iters, config)}")
 
 
 def _write_results(out: Path, paths: list[Path], records: dict[str, dict[str, Any]],

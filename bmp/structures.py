@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -217,6 +218,27 @@ class Instances:
     def up_to_iteration(self, k: int) -> Instances:
         """The people found in iterations 1..k."""
         return self[self.iteration <= k]
+
+    def to_supervision(self, kpt_thr: float = 0.3) -> tuple[Any, Any]:
+        """These people as supervision's ``(Detections, KeyPoints)``; see
+        :func:`bmp.supervision_interop.to_supervision` (needs ``bmp[supervision]``)."""
+        from .supervision_interop import to_supervision
+
+        return to_supervision(self, kpt_thr)
+
+    @classmethod
+    def from_supervision(
+        cls,
+        detections: Any,
+        image_size: tuple[int, int] | None = None,
+        keypoints: Any = None,
+        class_id: int | None = None,
+    ) -> Instances:
+        """People from supervision ``Detections`` (and ``KeyPoints``); see
+        :func:`bmp.supervision_interop.from_supervision`."""
+        from .supervision_interop import from_supervision
+
+        return from_supervision(detections, image_size, keypoints, class_id)
 
     def __repr__(self) -> str:
         its = ", ".join(f"{i}:{int((self.iteration == i).sum())}" for i in np.unique(self.iteration))

@@ -2,7 +2,9 @@
 # goes to the nearest body drawn from the pose, gated by a person-probability
 # map. YOLO gives no masks, so the map is uniform here and the masks are a pure
 # skeleton partition; with a mask detector (RTMDet-Ins) or a nested SAM 2
-# segmenter as `prior` the masks follow the silhouettes instead.
+# segmenter as `prior` the masks follow the silhouettes instead. This is lite's
+# template-only baseline: bmp_lite.py takes the prior from the image itself
+# (`prior="grabcut"`).
 #
 #   bmp run ../shared/data/coco --config configs/bmp_lite_pose2instance.py \
 #       --weights-dir ../shared/models --out outputs/lite_p2i --vis

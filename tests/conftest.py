@@ -3,6 +3,7 @@ random weights saved as checkpoint files (loaded back through bmp.weights)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,20 @@ def import_pyav() -> ModuleType:
     import av
 
     return av
+
+
+#: Likewise the optional extras' packages (Gradio, supervision) and the browser
+#: tests' selenium + Chromium: only BMP_WITHOUT_EXTRAS=1 lets their tests skip.
+WITHOUT_EXTRAS = os.environ.get("BMP_WITHOUT_EXTRAS") == "1"
+EXTRAS_LEFT_OUT = "BMP_WITHOUT_EXTRAS=1: the optional extras and the browser are not installed"
+
+
+def import_extra(name: str) -> ModuleType:
+    """``import name`` (an optional extra) for a test module, or skip the module
+    under BMP_WITHOUT_EXTRAS=1 when it is missing."""
+    if WITHOUT_EXTRAS:
+        return pytest.importorskip(name, reason=EXTRAS_LEFT_OUT)
+    return importlib.import_module(name)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

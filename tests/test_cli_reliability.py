@@ -58,6 +58,8 @@ class FakeBMP:
         return [self._image]
 
     class times:  # noqa: N801 - stands in for the loop's Timer attribute
+        seconds: dict[str, float] = {}  # noqa: RUF012 - read only
+
         @staticmethod
         def summary() -> str:
             return ""
@@ -301,7 +303,7 @@ def test_a_failing_overlay_write_exits_non_zero(tmp_path, fake_loop, monkeypatch
     import cv2
 
     folder = copy_images(tmp_path / "images", ["a.jpg"])
-    monkeypatch.setattr(cv2, "imencode", lambda ext, image: (False, None))
+    monkeypatch.setattr(cv2, "imencode", lambda ext, image, params=None: (False, None))
     assert run(tmp_path / "out", folder, extra=("--vis",)) == 2
     assert_one_line_error(capsys.readouterr().err, "a_1.jpg")
 

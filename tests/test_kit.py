@@ -223,17 +223,29 @@ def test_the_shipped_kit_brings_only_what_the_target_lacks(shipped_kit):
     assert not missing, f"imported by bmp, neither in the kit nor in the target: {missing}"
 
 
-def test_video_tests_skip_without_pyav_only_when_told(tmp_path):
+@pytest.mark.parametrize(
+    ("modules", "told", "files"),
+    [
+        (("av",), "BMP_WITHOUT_PYAV",
+         ["tests/test_video_io.py", "tests/test_video_kill.py", "tests/test_video_batching.py"]),
+        # The optional extras (Gradio, supervision) and the browser tests' selenium.
+        (("supervision", "gradio", "selenium"), "BMP_WITHOUT_EXTRAS",
+         ["tests/test_supervision.py", "tests/test_demo_browser.py", "tests/test_html_report_browser.py"]),
+    ],
+)
+def test_tests_skip_without_what_the_kit_leaves_out_only_when_told(tmp_path, modules, told, files):
     hidden = tmp_path / "hidden"
     hidden.mkdir()
-    (hidden / "av.py").write_text("raise ModuleNotFoundError('PyAV hidden by the test', name='av')\n")
-    files = ["tests/test_video_io.py", "tests/test_video_kill.py", "tests/test_video_batching.py"]
+    for name in modules:
+        hide = f"raise ModuleNotFoundError('{name} hidden by the test', name='{name}')\n"
+        (hidden / f"{name}.py").write_text(hide)
     run = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
     env = {**os.environ, "PYTHONPATH": str(hidden)}
-    told = subprocess.run(run, cwd=ROOT, env={**env, "BMP_WITHOUT_PYAV": "1"}, capture_output=True,
-                          text=True, timeout=300)
+    skipped = subprocess.run(run, cwd=ROOT, env={**env, told: "1"}, capture_output=True, text=True,
+                             timeout=300)
     # Every module skips at collection, so pytest reports that no test ran (5), and nothing failed.
-    assert told.returncode == 5 and "3 skipped" in told.stdout, told.stdout[-2000:]
+    assert skipped.returncode == 5 and f"{len(files)} skipped" in skipped.stdout, skipped.stdout[-2000:]
     untold = subprocess.run([*run, "--collect-only"], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=300)
-    assert untold.returncode != 0 and "PyAV hidden by the test" in untold.stdout, untold.stdout[-2000:]
+    hidden_error = f"{modules[0]} hidden by the test"
+    assert untold.returncode != 0 and hidden_error in untold.stdout, untold.stdout[-2000:]

@@ -95,6 +95,10 @@ if ((ready)) && ! "$PY" -c 'import av' 2>/dev/null; then
   echo "[gpu acceptance] PyAV is not installed: the video tests skip (BMP_WITHOUT_PYAV=1)"
   export BMP_WITHOUT_PYAV=1
 fi
+if ((ready)) && ! "$PY" -c 'import gradio, supervision, selenium' 2>/dev/null; then
+  echo "[gpu acceptance] the optional extras are not installed: their tests skip (BMP_WITHOUT_EXTRAS=1)"
+  export BMP_WITHOUT_EXTRAS=1
+fi
 
 config=configs/bmp_rtmdet_vitpose_sam2.py
 bench=("$PY" -m bmp bench --config "$config" --random-init --compare

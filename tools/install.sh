@@ -342,33 +342,45 @@ if [[ -n ${BMP_INSTALL_ONLY:-} ]]; then
 fi
 
 if ((KEEP_TORCH)); then
-  log "1/6 build tools (torch kept)"
+  log "1/7 build tools (torch kept)"
   "${PIP[@]}" "setuptools<81" wheel ninja
 else
-  log "1/6 build tools and torch"
+  log "1/7 build tools and torch"
   "${PIP[@]}" "setuptools<81" wheel ninja "${TORCH_REQS[@]}"
 fi
 
-log "2/6 numeric and COCO basics"
+log "2/7 numeric and COCO basics"
 "${PIP[@]}" numpy opencv-python-headless pycocotools "mmengine==0.10.7" cython tqdm "av>=14" "huggingface_hub>=0.23"
 
-log "3/6 mmcv 2.1.0 with CPU ops (source build, ~10 min the first time; pip caches the wheel)"
+log "3/7 mmcv 2.1.0 with CPU ops (source build, ~10 min the first time; pip caches the wheel)"
 if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops" >/dev/null 2>&1; then
   mmcv_cpu_build "${PIP[@]}" --no-build-isolation "mmcv==2.1.0"
 fi
 
-log "4/6 xtcocotools against numpy 2, chumpy"
+log "4/7 xtcocotools against numpy 2, chumpy"
 if ! "$VENV/bin/python" -c "import xtcocotools.coco" >/dev/null 2>&1; then
   "${PIP[@]}" --no-build-isolation --no-binary xtcocotools "xtcocotools==1.14.3"
 fi
 have chumpy || "${PIP[@]}" --no-build-isolation "chumpy==0.70"
 
-log "5/6 mmdet, mmpose, mmpretrain, ultralytics, sam2"
+log "5/7 mmdet, mmpose, mmpretrain, ultralytics, sam2"
 "${PIP[@]}" "mmdet==3.3.0" "mmpose==1.3.2" "mmpretrain==1.2.0" ultralytics
 have sam2 || SAM2_BUILD_CUDA=0 "${PIP[@]}" --no-build-isolation "sam2==1.1.0"
 
-log "6/6 bmp itself (editable) with test tools"
+log "6/7 bmp itself (editable) with test tools and the extras (demo: Gradio, supervision)"
 "${PIP[@]}" --no-build-isolation -e "$ROOT[dev]"
+
+# The report and demo tests drive a real headless browser (tests/browser.py).
+log "7/7 Chromium and its driver for the browser tests"
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+  log "have $(chromium --version 2>/dev/null | head -n1)"
+elif command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }
+else
+  log "no chromium/chromedriver and no root apt-get: install them for the browser tests" \
+    "(or set BMP_WITHOUT_EXTRAS=1 to skip those tests)"
+fi
 
 "$VENV/bin/python" -m pip check || log "pip check reported the above (known harmless: chumpy on Python >= 3.11)"
 log "done: activate with 'source $VENV/bin/activate'"

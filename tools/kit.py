@@ -57,6 +57,10 @@ LEFT_OUT = {
     "av": "PyAV (33 MiB) serves `bmp video` only; its tests skip without it (BMP_WITHOUT_PYAV=1)",
     "ultralytics": "the lite config's YOLO models; the acceptance runs the full config at random init",
     "ruff": "lint only",
+    "gradio": "the optional extra bmp[demo] (~187 MB with its dependencies) serves `bmp demo` only; "
+              "its tests skip without it (BMP_WITHOUT_EXTRAS=1)",
+    "supervision": "the optional extra bmp[supervision] (interop only); its tests skip without it "
+                   "(BMP_WITHOUT_EXTRAS=1)",
 }
 #: A requirement another distribution meets: mmengine and mmpose ask for
 #: opencv-python (76 MiB), whose cv2 module opencv-python-headless provides.

@@ -10,8 +10,8 @@ background processes (defaults by device: see :func:`bmp.image_loader.default_ba
 Writes to OUT: ``predictions.rank{R}.jsonl`` (per-image records, resumable),
 ``metrics.json``, ``metrics.md`` (the printed table), ``results_iter{k}.json``
 (COCO results after iteration k; ``results_gt_kpts.json`` with ``--gt-kpts``;
-keypoints in the file's layout: CrowdPose's 14 for a CrowdPose file) and
-``ap_vs_iteration.png``.
+keypoints in the file's layout: CrowdPose's 14 for a CrowdPose file),
+``ap_vs_iteration.png`` and, with ``--report``, ``report.html`` (:mod:`bmp.html_report`).
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_limit_arguments(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="start over instead of resuming from OUT/predictions.rank*.jsonl")
+    parser.add_argument("--report", action="store_true",
+                        help="also write OUT/report.html: metrics, per-image AP and a gallery of every "
+                             "iteration (self-contained, thumbnails in OUT/report_files/)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,6 +89,8 @@ def _evaluate(args: argparse.Namespace, dist: Any, device: str | None, locks: Ou
 
     if args.gt_kpts and args.iters is not None:
         raise ConfigError("--iters has no effect with --gt-kpts (no loop runs)")
+    if args.gt_kpts and args.report:
+        raise ConfigError("--report shows the loop's iterations, and --gt-kpts runs no loop")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     batch_size, workers = resolve_batching(args.batch_size, args.workers, device)
@@ -193,6 +198,10 @@ def _report(
     print(table)
     if plot_ap(metrics, out / "ap_vs_iteration.png"):
         print(f"plot: {out / 'ap_vs_iteration.png'}")
+    if args.report:
+        from ..html_report import write_eval_report
+
+        print(f"report: {write_eval_report(out, metrics, dataset, ok, num_iters, table)}")
     print(f"metrics: {out / 'metrics.json'}  table: {out / 'metrics.md'}")
     return 0
 

@@ -25,9 +25,11 @@ reference it matches.
 
 The person probability comes from a pluggable source (``prior``): the masks the
 people already carry (a detector with masks, such as RTMDet-Ins, in the loop),
-another segmenter (e.g. SAM 2 from a nested config), or a uniform 0.5 -- then
-step 3 changes nothing and the result is a pure skeleton partition: each pixel
-goes to the nearest body within ``radius``.
+another segmenter (e.g. SAM 2 from a nested config), the image itself
+(``'grabcut'``: per-person GrabCut seeded by the poses,
+:mod:`bmp.models.mask_refine`), or a uniform 0.5 -- then step 3 changes nothing
+and the result is a pure skeleton partition: each pixel goes to the nearest body
+within ``radius``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import torch.nn.functional as F
 from ..pose_nms import oks_matrix
 from ..structures import Instances, to_numpy
 from .base import SEGMENTERS, build_component
+from .mask_refine import PersonMask, PoseGrabCutSegmenter
 from .skeleton_field import body_reach_boxes, person_scales, skeleton_distance_grid
 
 
@@ -126,6 +129,29 @@ class _Field:
         return out
 
 
+class _OwnPrior(NamedTuple):
+    """One person's own prior mask: ``mask`` on ``box`` (y0, y1, x0, x1) of an
+    image of ``size`` (h, w), empty elsewhere; read as an image with :func:`_region`."""
+
+    box: tuple[int, int, int, int]
+    mask: np.ndarray
+    size: tuple[int, int]
+
+
+def _region(prior: np.ndarray | _OwnPrior, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """The (y1 - y0, x1 - x0) bool pixels of a whole-image map or of one
+    person's prior (zeros outside its box: no image-sized copy)."""
+    if isinstance(prior, np.ndarray):
+        return prior[y0:y1, x0:x1]
+    out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    both = _overlap((y0, y1, x0, x1), prior.box)
+    if both is not None:
+        c0, c1, d0, d1 = both
+        by0, _, bx0, _ = prior.box
+        out[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0] = prior.mask[c0 - by0 : c1 - by0, d0 - bx0 : d1 - bx0]
+    return out
+
+
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
     """The intersection of two (y0, y1, x0, x1) pixel boxes, None when empty."""
     y0, y1, x0, x1 = max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
@@ -149,9 +175,17 @@ class Pose2InstanceSegmenter:
     Args:
         prior: where ``P(x)`` comes from. ``'auto'``: the union of the masks the
             people carry (the detector's, in the loop) when there are any, else
-            uniform; ``'uniform'``: 0.5 everywhere (pure skeleton partition); a
-            dict: config of another registered segmenter (e.g. ``SAM2Segmenter``)
-            whose masks' union is ``P``.
+            uniform; ``'uniform'``: 0.5 everywhere (pure skeleton partition);
+            ``'grabcut'``: the union of per-person GrabCut masks seeded by the
+            poses (``PoseGrabCutSegmenter`` with its defaults; weight-free, the
+            masks follow the image); a dict: config of another registered
+            segmenter (e.g. ``SAM2Segmenter``, or ``PoseGrabCutSegmenter`` with
+            options) whose masks' union is ``P``.
+        per_person_prior: with a GrabCut prior, each person's own GrabCut mask
+            is its prior ``P_i`` (the union stays the background's): a person
+            wins a pixel its own GrabCut took over a neighbour whose GrabCut did
+            not, and the pose partition decides among several claimants. False:
+            every person shares the union as ``P``.
         kpt_thr: keypoints with visibility (or score) >= this are drawn.
         temperature: soft-max temperature ``T`` over normalised distances; it
             sets how far a confident prior moves a body's boundary
@@ -177,6 +211,7 @@ class Pose2InstanceSegmenter:
     def __init__(
         self,
         prior: str | dict[str, Any] = "auto",
+        per_person_prior: bool = False,
         kpt_thr: float = 0.3,
         temperature: float = 1 / 3,
         radius: float = 1.0,
@@ -202,9 +237,16 @@ class Pose2InstanceSegmenter:
             self.prior_segmenter = build_component(
                 SEGMENTERS, prior, "segmenter.prior", device=device, weights_dirs=weights_dirs
             )
+        elif prior == "grabcut":
+            self.prior_segmenter = PoseGrabCutSegmenter(kpt_thr=kpt_thr)
         elif prior not in ("auto", "uniform"):
-            raise ValueError(f"prior must be 'auto', 'uniform' or a segmenter config, got {prior!r}")
+            raise ValueError(
+                f"prior must be 'auto', 'uniform', 'grabcut' or a segmenter config, got {prior!r}"
+            )
+        if per_person_prior and not isinstance(self.prior_segmenter, PoseGrabCutSegmenter):
+            raise ValueError(f"per_person_prior needs a GrabCut prior, got prior={prior!r}")
         self.prior = prior
+        self.per_person_prior = per_person_prior
         self.kpt_thr = kpt_thr
         self.temperature = temperature
         self.radius = radius
@@ -257,7 +299,7 @@ class Pose2InstanceSegmenter:
         else:
             competitors = mine.select(np.zeros(0, dtype=np.int64))
         everyone = _Poses.cat([mine, competitors])
-        union = self._prior_union(people)
+        union, own = self._priors(people, everyone)
         fields = self._fields(everyone, (h, w), uniform=union is None)
         # Host zeros are mapped lazily: only the pages of the people's boxes
         # ever get memory here.
@@ -265,7 +307,7 @@ class Pose2InstanceSegmenter:
         mean_post = np.zeros(n, np.float32)
         for i in range(n):
             if fields[i] is not None:
-                mean_post[i] = self._decide(i, fields, union, torch.from_numpy(masks[i]))
+                mean_post[i] = self._decide(i, fields, union, torch.from_numpy(masks[i]), own)
         valid = mine.valid
         kpt_conf = np.where(valid, people.keypoint_scores, 0).sum(1) / np.maximum(valid.sum(1), 1)
         scores = (mean_post * kpt_conf).astype(np.float32)
@@ -312,7 +354,12 @@ class Pose2InstanceSegmenter:
         return out
 
     def _decide(
-        self, i: int, fields: list[_Field | None], union: np.ndarray | None, mask: torch.Tensor
+        self,
+        i: int,
+        fields: list[_Field | None],
+        union: np.ndarray | None,
+        mask: torch.Tensor,
+        own: list[_OwnPrior | None] | None = None,
     ) -> float:
         """Writes person ``i``'s pixels into ``mask`` (H, W) bool, on the host;
         returns the mean posterior over them.
@@ -324,6 +371,11 @@ class Pose2InstanceSegmenter:
         person, as in the argmax). Its posterior is ``1 / (1 + e^((u_i - thr) / T)
         + sum_j e^((u_i - u_j) / T))`` over the people ``j`` that reach the
         pixel; those that do not add less than ``e^(-(reach - u_i) / T)`` each.
+
+        With ``own`` (per-person priors; None: all share ``union``) each
+        person's distance becomes ``u - T log P_own`` against the others, and
+        ``thr = radius + T (log P_own - log(1 - P_union))``. People without
+        their own prior (earlier iterations' competitors) use the union's.
         """
         me = fields[i]
         assert me is not None
@@ -335,7 +387,15 @@ class Pose2InstanceSegmenter:
         for band in _bands(me.box, self.band_pixels):
             y0, y1, x0, x1 = band
             u = me.crop(*band)
-            thr = self._threshold(union, band)
+            if own is None:
+                thr = self._threshold(union, band)
+            else:
+                assert union is not None
+                prob_union = self._blurred_prior(union, band)
+                log_union = torch.log(prob_union)
+                log_mine = self._log_own_prior(own[i], me, band, log_union, (y0, x0))
+                thr = self.radius + t * (log_mine - torch.log1p(-prob_union))
+                u_adj = u - t * log_mine
             win = u < thr
             denom = 1.0 + torch.exp((u - thr) / t)
             for j, other in rivals:
@@ -345,6 +405,9 @@ class Pose2InstanceSegmenter:
                 c0, c1, d0, d1 = both
                 ours = u[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0]
                 theirs = other.crop(*both)
+                if own is not None:
+                    ours = u_adj[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0]
+                    theirs = theirs - t * self._log_own_prior(own[j], other, both, log_union, (y0, x0))
                 beats = ours < theirs if j < i else ours <= theirs
                 win[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0] &= beats
                 denom[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0] += torch.exp((ours - theirs) / t)
@@ -352,6 +415,34 @@ class Pose2InstanceSegmenter:
             post_sum += float(torch.where(win, denom.reciprocal_(), 0.0).sum())
             area += int(win.sum())
         return post_sum / max(area, 1)
+
+    def _log_own_prior(
+        self,
+        prior: _OwnPrior | None,
+        field: _Field,
+        region: tuple[int, int, int, int],
+        log_union: torch.Tensor,
+        origin: tuple[int, int],
+    ) -> torch.Tensor:
+        """log ``P`` of one person's own prior on ``region`` (y0, y1, x0, x1),
+        at most ``1 - floor`` on its drawn keypoints' pixels; ``log_union`` is
+        the union's on the band starting at ``origin`` (y, x) that holds the
+        region: the prior of a person without its own."""
+        y0, y1, x0, x1 = region
+        r = self._blur_reach()
+        if prior is None:
+            out = log_union[y0 - origin[0] : y1 - origin[0], x0 - origin[1] : x1 - origin[1]].clone()
+        elif _overlap((y0 - r, y1 + r, x0 - r, x1 + r), prior.box) is None:
+            # Beyond the blur's reach of its mask: the floor, without blurring zeros.
+            out = torch.full((y1 - y0, x1 - x0), math.log(self.prior_floor), device=self.device)
+        else:
+            out = torch.log(self._blurred_prior(prior, region))
+        # GrabCut may leave a keypoint to a nearer neighbour's colours; the
+        # keypoint's own pixel stays its person's (u = 0 there), as under the union.
+        xy = field.keypoint_pixels
+        hit = (xy[:, 0] >= x0) & (xy[:, 0] < x1) & (xy[:, 1] >= y0) & (xy[:, 1] < y1)
+        out[xy[hit, 1] - y0, xy[hit, 0] - x0] = math.log(1 - self.prior_floor)
+        return out
 
     def _threshold(self, union: np.ndarray | None, band: tuple[int, int, int, int]) -> torch.Tensor | float:
         """``radius + T logit(P)`` on ``band`` (y0, y1, x0, x1): a number under
@@ -361,7 +452,12 @@ class Pose2InstanceSegmenter:
         prob = self._blurred_prior(union, band)
         return self.radius + self.temperature * (torch.log(prob) - torch.log1p(-prob))
 
-    def _blurred_prior(self, union: np.ndarray, band: tuple[int, int, int, int]) -> torch.Tensor:
+    def _blur_reach(self) -> int:
+        """OpenCV's Gaussian kernel radius for ``prior_blur`` (0: no blur)."""
+        sigma = self.prior_blur
+        return (int(round(sigma * 8 + 1)) | 1) // 2 if sigma > 0 else 0
+
+    def _blurred_prior(self, union: np.ndarray | _OwnPrior, band: tuple[int, int, int, int]) -> torch.Tensor:
         """(y1 - y0, x1 - x0) float32 ``P`` in [floor, 1 - floor] on the device.
 
         OpenCV's Gaussian blur of the whole image, computed over the band plus
@@ -371,11 +467,11 @@ class Pose2InstanceSegmenter:
         band, slowed each other down ten-fold on a busy CPU.
         """
         y0, y1, x0, x1 = band
-        h, w = union.shape
+        h, w = union.shape if isinstance(union, np.ndarray) else union.size
         sigma = self.prior_blur
-        r = (int(round(sigma * 8 + 1)) | 1) // 2 if sigma > 0 else 0  # OpenCV's float kernel size
+        r = self._blur_reach()
         py0, py1, px0, px1 = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
-        crop = union[py0:py1, px0:px1]
+        crop = _region(union, py0, py1, px0, px1)
         # Reflected on every side: where the crop is inside the image, the
         # reflected rows lie beyond the kernel's reach of the band.
         padded = np.pad(crop, r, mode="reflect") if r else crop
@@ -386,9 +482,38 @@ class Pose2InstanceSegmenter:
         prob = prob[0, 0, y0 - py0 : y1 - py0, x0 - px0 : x1 - px0]
         return prob.clamp(self.prior_floor, 1 - self.prior_floor)
 
-    def _prior_union(self, people: Instances) -> np.ndarray | None:
-        """(H, W) bool union of the prior's masks, or None for a uniform ``P``."""
+    def _priors(
+        self, people: Instances, everyone: _Poses
+    ) -> tuple[np.ndarray | None, list[_OwnPrior | None] | None]:
+        """The union prior (None: uniform) and, with ``per_person_prior``, each
+        of ``everyone``'s own GrabCut mask (None for competitors and people
+        without one)."""
+        if not self.per_person_prior:
+            return self._prior_union(people, everyone), None
+        assert isinstance(self.prior_segmenter, PoseGrabCutSegmenter)
+        h, w = people.image_size
+        union = np.zeros((h, w), dtype=bool)  # lazily mapped: only boxes get pages
+        own: list[_OwnPrior | None] = [None] * len(everyone.keypoints)
+        found: Iterator[tuple[int, PersonMask]] = self.prior_segmenter.person_masks(
+            everyone.keypoints, everyone.valid, everyone.boxes, len(people))
+        for i, (box, mask) in found:
+            y0, y1, x0, x1 = box
+            union[y0:y1, x0:x1] |= mask
+            own[i] = _OwnPrior(box, mask, (h, w))
+        if not union.any():
+            return None, None
+        return union, own
+
+    def _prior_union(self, people: Instances, everyone: _Poses | None = None) -> np.ndarray | None:
+        """(H, W) bool union of the prior's masks, or None for a uniform ``P``.
+        ``everyone``: ``people``'s poses, then their competitors' (GrabCut
+        seeds those as background; None: ``people`` alone)."""
         masks = people.masks
+        if isinstance(self.prior_segmenter, PoseGrabCutSegmenter):
+            # Straight into one (H, W) map: no (N, H, W) stack to reduce.
+            poses = everyone or self._poses(people)
+            union = self.prior_segmenter.union(poses.keypoints, poses.valid, poses.boxes, len(people))
+            return union if union.any() else None
         if self.prior_segmenter is not None:
             masks = self.prior_segmenter.segment(people).masks
         elif self.prior == "uniform":
@@ -400,7 +525,8 @@ class Pose2InstanceSegmenter:
 
     def person_probability(self, people: Instances) -> np.ndarray:
         """(H, W) float32 ``P`` in [floor, 1 - floor] for these people (the
-        whole-image map; :meth:`segment` evaluates it per band)."""
+        whole-image map; :meth:`segment` evaluates it per band). With
+        ``per_person_prior`` this is the union, the background's ``P``."""
         h, w = people.image_size
         union = self._prior_union(people)
         if union is None:
