@@ -192,3 +192,9 @@ def load_config(config: str | os.PathLike | dict | Config) -> Config:
         if section not in cfg:
             raise ConfigError(f"config has no {section!r} section")
     return cfg
+
+
+def checkpoint_dirs(cfg: Config, weights_dirs: Sequence[str | os.PathLike] = ()) -> list[str]:
+    """The folders searched for a config's checkpoints before the cache:
+    ``weights_dirs`` (the caller's, e.g. ``--weights-dir``), then the config's own."""
+    return [os.fspath(d) for d in weights_dirs] + list(cfg.get("weights_dirs") or [])

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .box_nms import box_nms
-from .config import LoopConfig, load_config
+from .config import LoopConfig, checkpoint_dirs, load_config
 from .images import ImageLike, PixelArray, load_image
 from .masks import box_iou, exclusive_masks, fill_missing_masks, mask_out
 from .models import DETECTORS, POSE_ESTIMATORS, SEGMENTERS, Detector, PoseEstimator, Segmenter
@@ -234,7 +234,7 @@ class BMP:
         """
         cfg = load_config(config)
         device = device or cfg.get("device") or default_device()
-        dirs = [os.fspath(d) for d in weights_dirs] + list(cfg.get("weights_dirs") or [])
+        dirs = checkpoint_dirs(cfg, weights_dirs)
         loop_values = dict(cfg.get("loop") or {})
         if num_iters is not None:
             loop_values["num_iters"] = num_iters

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ConfigError, LoopConfig, load_config
+from ..config import ConfigError, LoopConfig, checkpoint_dirs, load_config
 from ..images import IMAGE_SUFFIXES
 from ..weights import WeightsError, cache_dir, resolve_checkpoint
 
@@ -52,12 +52,6 @@ def shared_samples_dir() -> Path:
     return Path(os.environ.get("BMP_SHARED", "../shared")) / "data" / "coco"
 
 
-def config_weights_dirs(config: Path, weights_dirs: Sequence[str | os.PathLike]) -> list[str]:
-    """The folders :meth:`bmp.loop.BMP.from_config` searches for this config's checkpoints."""
-    cfg = load_config(config)
-    return [os.fspath(d) for d in weights_dirs] + list(cfg.get("weights_dirs") or [])
-
-
 def missing_checkpoints(config: Path, weights_dirs: Sequence[str | os.PathLike] = ()) -> dict[str, str]:
     """``{section: checkpoint}`` of the config's checkpoints that are not on
     disk (never downloads). A file that is there but corrupt counts as missing.
@@ -69,7 +63,7 @@ def missing_checkpoints(config: Path, weights_dirs: Sequence[str | os.PathLike] 
     from ..models.base import checkpoint_spec
 
     cfg = load_config(config)
-    dirs = config_weights_dirs(config, weights_dirs)
+    dirs = checkpoint_dirs(cfg, weights_dirs)
     missing: dict[str, str] = {}
     for section, registry in (("detector", DETECTORS), ("pose", POSE_ESTIMATORS), ("segmenter", SEGMENTERS)):
         spec = checkpoint_spec(registry, cfg.get(section) or {}, section)

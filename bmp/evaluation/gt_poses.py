@@ -54,14 +54,14 @@ def build_segmenter(
 ) -> Any:
     """Only the segmenter of a loop config (no detector or pose model is needed),
     with GT prompts."""
-    from ..config import load_config
+    from ..config import checkpoint_dirs, load_config
     from ..loop import default_device
     from ..models import SEGMENTERS
     from ..models.base import build_component
 
     cfg = load_config(config)
     device = device or cfg.get("device") or default_device()
-    dirs = [os.fspath(d) for d in weights_dirs] + list(cfg.get("weights_dirs") or [])
+    dirs = checkpoint_dirs(cfg, weights_dirs)
     segmenter = build_component(SEGMENTERS, cfg.segmenter, "segmenter", device=device, weights_dirs=dirs)
     return use_gt_prompts(segmenter)
 

@@ -15,7 +15,15 @@ from typing import Any
 
 from ..coco import output_folder, write_text_atomic
 from .entries import Entry, eval_entries, matching_iou_type, run_entries
-from .page import SHORT, added_summary, eval_legend, markdown_html, render_page, run_legend, stage_summary
+from .page import (
+    IOU_LABELS,
+    added_summary,
+    eval_legend,
+    markdown_html,
+    render_page,
+    run_legend,
+    stage_summary,
+)
 
 __all__ = ["REPORT", "THUMBS", "write_eval_report", "write_run_report"]
 
@@ -34,7 +42,7 @@ def write_eval_report(
     the AP plot, and every evaluated image (``records``: image id -> record)."""
     thumbs = output_folder(out / THUMBS, "report folder")
     entries = eval_entries(dataset, records, num_iters, thumbs, THUMBS)
-    iou_types = sorted({t for e in entries for t in e["ap"]}, key=list(SHORT).index)
+    iou_types = sorted({t for e in entries for t in e["ap"]}, key=list(IOU_LABELS).index)
     primary = next((t for t in ("keypoints", "segm", "bbox") if t in iou_types), "bbox")
     plot = out / "ap_vs_iteration.png"
     sections = [f"<section id=\"metrics\">{markdown_html(markdown)}</section>"]

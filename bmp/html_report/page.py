@@ -18,7 +18,8 @@ from .thumbs import FALSE_POSITIVE_COLOR, FOUND_COLOR, MISSED_COLOR, NEW_COLOR, 
 
 #: Images per page of the table and of the gallery.
 PAGE_SIZE = 40
-SHORT = {"bbox": "box", "segm": "mask", "keypoints": "kpt"}
+#: The page's column label of each iou type.
+IOU_LABELS = {"bbox": "box", "segm": "mask", "keypoints": "kpt"}
 
 
 def render_page(
@@ -27,7 +28,7 @@ def render_page(
 ) -> str:
     """The whole page. ``data`` (mode, iterations, ...) goes to the script with
     the entries; ``sections`` are HTML blocks shown above the images."""
-    payload = json.dumps({**data, "pageSize": PAGE_SIZE, "thumb": THUMB_LONG_SIDE, "short": SHORT,
+    payload = json.dumps({**data, "pageSize": PAGE_SIZE, "thumb": THUMB_LONG_SIDE, "short": IOU_LABELS,
                           "images": list(entries)}, separators=(",", ":"))
     # In a <script> block only "</script" can end it early: no "<" at all is simplest.
     payload = payload.replace("<", "\\u003c")
@@ -86,7 +87,7 @@ def added_summary(entries: Sequence[Entry], num_iters: int, primary: str) -> str
     return (
         "<section id=\"added\"><h2>What the later iterations added</h2>" + table
         + f"<p>Never found: <b>{never}</b> of {gt} ground-truth persons. Loop gain "
-        f"({SHORT.get(primary, primary)} AP) per image: <b>{better}</b> better, <b>{worse}</b> worse, "
+        f"({IOU_LABELS.get(primary, primary)} AP) per image: <b>{better}</b> better, <b>{worse}</b> worse, "
         f"{len(gains) - better - worse} unchanged.</p></section>"
     )
 

@@ -139,21 +139,12 @@ class PoseGrabCutSegmenter:
         scores = np.where(own, people.keypoint_scores, 0).sum(1) / np.maximum(own.sum(1), 1)
         return people.replace(masks=masks, mask_scores=scores.astype(np.float32))
 
-    def union(self, keypoints: np.ndarray, valid: np.ndarray, boxes: np.ndarray, num_own: int) -> np.ndarray:
-        """(H, W) bool union of the first ``num_own`` people's masks; the rest
-        of the (N, 17, 2) ``keypoints``, (N, 17) ``valid`` and (N, 4) xyxy
-        ``boxes`` only seed background. Touches only the people's boxes' pages."""
-        image = self._require_image()
-        union = np.zeros(image.shape[:2], dtype=bool)
-        for _, ((y0, y1, x0, x1), crop) in self.person_masks(keypoints, valid, boxes, num_own):
-            union[y0:y1, x0:x1] |= crop
-        return union
-
     def person_masks(
         self, keypoints: np.ndarray, valid: np.ndarray, boxes: np.ndarray, num_own: int
     ) -> Iterator[tuple[int, PersonMask]]:
         """``(i, (box, mask))`` for each of the first ``num_own`` people with a
-        drawn keypoint; arguments as for :meth:`union`."""
+        drawn keypoint. ``keypoints`` (N, 17, 2), ``valid`` (N, 17) and xyxy
+        ``boxes`` (N, 4): the rest of the N people only seed background."""
         image = self._require_image()
         h, w = image.shape[:2]
         scales = person_scales(boxes, keypoints, valid)

@@ -387,6 +387,7 @@ class Pose2InstanceSegmenter:
         for band in _bands(me.box, self.band_pixels):
             y0, y1, x0, x1 = band
             u = me.crop(*band)
+            ranked = u  # what this person's distance is compared with its rivals' by
             if own is None:
                 thr = self._threshold(union, band)
             else:
@@ -395,7 +396,7 @@ class Pose2InstanceSegmenter:
                 log_union = torch.log(prob_union)
                 log_mine = self._log_own_prior(own[i], me, band, log_union, (y0, x0))
                 thr = self.radius + t * (log_mine - torch.log1p(-prob_union))
-                u_adj = u - t * log_mine
+                ranked = u - t * log_mine
             win = u < thr
             denom = 1.0 + torch.exp((u - thr) / t)
             for j, other in rivals:
@@ -403,10 +404,9 @@ class Pose2InstanceSegmenter:
                 if both is None:
                     continue
                 c0, c1, d0, d1 = both
-                ours = u[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0]
+                ours = ranked[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0]
                 theirs = other.crop(*both)
                 if own is not None:
-                    ours = u_adj[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0]
                     theirs = theirs - t * self._log_own_prior(own[j], other, both, log_union, (y0, x0))
                 beats = ours < theirs if j < i else ours <= theirs
                 win[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0] &= beats
@@ -488,8 +488,20 @@ class Pose2InstanceSegmenter:
         """The union prior (None: uniform) and, with ``per_person_prior``, each
         of ``everyone``'s own GrabCut mask (None for competitors and people
         without one)."""
-        if not self.per_person_prior:
-            return self._prior_union(people, everyone), None
+        if not isinstance(self.prior_segmenter, PoseGrabCutSegmenter):
+            return self._prior_union(people), None
+        union, own = self._grabcut_priors(people, everyone)
+        if not union.any():
+            return None, None
+        return union, own if self.per_person_prior else None
+
+    def _grabcut_priors(
+        self, people: Instances, everyone: _Poses
+    ) -> tuple[np.ndarray, list[_OwnPrior | None]]:
+        """(H, W) bool union of ``people``'s GrabCut masks, made straight in one
+        map (no (N, H, W) stack to reduce), and each of ``everyone``'s own mask
+        (None for competitors and people without one). ``everyone``: ``people``'s
+        poses, then their competitors' (GrabCut seeds those as background)."""
         assert isinstance(self.prior_segmenter, PoseGrabCutSegmenter)
         h, w = people.image_size
         union = np.zeros((h, w), dtype=bool)  # lazily mapped: only boxes get pages
@@ -500,19 +512,13 @@ class Pose2InstanceSegmenter:
             y0, y1, x0, x1 = box
             union[y0:y1, x0:x1] |= mask
             own[i] = _OwnPrior(box, mask, (h, w))
-        if not union.any():
-            return None, None
         return union, own
 
-    def _prior_union(self, people: Instances, everyone: _Poses | None = None) -> np.ndarray | None:
-        """(H, W) bool union of the prior's masks, or None for a uniform ``P``.
-        ``everyone``: ``people``'s poses, then their competitors' (GrabCut
-        seeds those as background; None: ``people`` alone)."""
+    def _prior_union(self, people: Instances) -> np.ndarray | None:
+        """(H, W) bool union of the prior's masks, or None for a uniform ``P``."""
         masks = people.masks
         if isinstance(self.prior_segmenter, PoseGrabCutSegmenter):
-            # Straight into one (H, W) map: no (N, H, W) stack to reduce.
-            poses = everyone or self._poses(people)
-            union = self.prior_segmenter.union(poses.keypoints, poses.valid, poses.boxes, len(people))
+            union, _ = self._grabcut_priors(people, self._poses(people))
             return union if union.any() else None
         if self.prior_segmenter is not None:
             masks = self.prior_segmenter.segment(people).masks

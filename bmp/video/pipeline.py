@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, checkpoint_dirs, load_config
 from ..loop import BMP
 from ..structures import Instances
 from ..weights import UntrustedCheckpointError, WeightsError
@@ -112,7 +112,7 @@ class VideoPipeline:
         cfg = load_config(config)
         model = BMP.from_config(cfg, device=device, weights_dirs=weights_dirs, num_iters=num_iters)
         video = VideoConfig.from_dict(cfg.get("video")).with_prior(prior)
-        dirs = [os.fspath(d) for d in weights_dirs] + list(cfg.get("weights_dirs") or [])
+        dirs = checkpoint_dirs(cfg, weights_dirs)
         device = device or cfg.get("device") or _model_device(model)
         return cls(model, video, build_propagator(video.propagation, device, dirs))
 
