@@ -3,10 +3,12 @@ a pytest junit file: the summary that ``tools/gpu_acceptance.sh`` writes.
 
     python -m bmp.bench_report --out DIR [--pytest junit.xml] [--status NAME=RC]... NAME=bench.json...
 
-writes ``DIR/acceptance.json`` and ``DIR/acceptance.md``: one row per run,
-mode and input, then the img/s curves of runs made with ``--batch-size``. A
-report that is missing (its run failed) is listed as such rather than stopping
-the merge, so the summary always says what ran.
+writes ``DIR/acceptance.json`` and ``DIR/acceptance.md``: issue 21's targets
+against what was measured, the cuda tests (each with what it measured), one
+row per run, mode and input, where the time goes stage by stage, then the
+img/s curves of runs made with ``--batch-size``. A report that is missing (its
+run failed) is listed as such rather than stopping the merge, so the summary
+always says what ran.
 """
 
 from __future__ import annotations
@@ -21,22 +23,59 @@ from typing import Any
 from .bench import describe_curve
 from .coco import write_text_atomic
 
+#: Issue 21's GPU targets that a bench report answers (the batch curve's own
+#: target is bmp.bench.BATCH_TARGETS'): (run, input, what, limit).
+IMAGES_PER_S_AT_10 = 25.0  # the full config, bf16, 10 people, 2 iterations
+SAM_DECODE_MS_AT_40 = 10.0  # SAM's decoder for an image of 40 people (every iteration)
+PEAK_CUDA_MB = round(8e9 / 2**20, 1)  # 8 GB
+
+
+def _outcome(case: ET.Element) -> tuple[str, str]:
+    """A junit testcase's outcome and, unless it passed, the first line of why."""
+    for tag in ("failure", "error", "skipped"):
+        found = case.find(tag)
+        if found is not None:
+            why = (found.get("message") or found.text or "").strip().splitlines()
+            return {"failure": "failed", "error": "error", "skipped": "skipped"}[tag], why[0] if why else ""
+    return "passed", ""
+
 
 def load_pytest(path: str | Path) -> dict[str, Any] | None:
-    """Counts and failed test ids of a ``--junitxml`` file; None if absent."""
+    """Counts, failed test ids and one row per test (outcome, seconds, and the
+    values it recorded with ``record_property``) of a ``--junitxml`` file; None
+    if absent."""
     path = Path(path)
     if not path.is_file():
         return None
     root = ET.parse(path).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     counts = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
-    failed = [
-        f"{case.get('classname')}::{case.get('name')}"
-        for case in root.iter("testcase")
-        if case.find("failure") is not None or case.find("error") is not None
-    ]
+    tests = []
+    for case in root.iter("testcase"):
+        outcome, why = _outcome(case)
+        tests.append({
+            "test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome, "why": why,
+            "seconds": float(case.get("time", 0)),
+            "measured": {p.get("name", ""): p.get("value", "") for p in case.iter("property")},
+        })
+    failed = [t["test"] for t in tests if t["outcome"] in ("failed", "error")]
     counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    return {**counts, "failed": failed}
+    return {**counts, "failed": failed, "tests": tests}
+
+
+def pytest_markdown(pytest: dict[str, Any]) -> list[str]:
+    """The counts, then one row per test: outcome, seconds, what it measured."""
+    lines = [f"pytest -m cuda: {pytest['passed']} passed, {pytest['failures']} failed, "
+             f"{pytest['errors']} errors, {pytest['skipped']} skipped"]
+    lines += [f"- failed: `{name}`" for name in pytest["failed"]]
+    if pytest.get("tests"):
+        lines += ["", "| test | outcome | s | measured |", "|---|---|---|---|"]
+        for t in pytest["tests"]:
+            outcome = f"{t['outcome']}: {t['why']}" if t["why"] else t["outcome"]
+            found = "; ".join(f"{k}: {v}" for k, v in t["measured"].items()) or "-"
+            cells = (f"`{t['test'].rpartition('::')[2]}`", outcome, f"{t['seconds']:.1f}", found)
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines
 
 
 def merge(
@@ -64,7 +103,38 @@ def merge(
     devices = sorted({r["device"] for r in runs.values() if r is not None})
     batch_rows, curves = batch_tables(runs)
     return {"devices": devices, "status": dict(status or {}), "pytest": pytest, "runs": runs, "rows": rows,
-            "batch_rows": batch_rows, "batch_curves": curves}
+            "batch_rows": batch_rows, "batch_curves": curves, "targets": targets(runs, curves)}
+
+
+def _scaling(report: dict[str, Any] | None, people: int) -> dict[str, Any] | None:
+    """The batched loop's row for ``people`` pasted people, if the run has it."""
+    return ((report or {}).get("modes", {}).get("batched", {}).get("scaling", {})).get(str(people))
+
+
+def targets(runs: dict[str, dict[str, Any] | None], curves: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target with what every run that measured it found; a target no
+    run measured gets one row with ``measured`` None."""
+    checks = [
+        (f">= {IMAGES_PER_S_AT_10:g} img/s at 10 people, 2 iterations", lambda r: (_scaling(r, 10) or {})
+         .get("images_per_s"), lambda v: v >= IMAGES_PER_S_AT_10),
+        (f"SAM decode for 40 people < {SAM_DECODE_MS_AT_40:g} ms", lambda r: (_scaling(r, 40) or {})
+         .get("ms", {}).get("sam_decode"), lambda v: v < SAM_DECODE_MS_AT_40),
+        (f"peak CUDA memory < 8 GB ({PEAK_CUDA_MB:g} MiB)", lambda r: r.get("peak_cuda_mb"),
+         lambda v: v < PEAK_CUDA_MB),
+    ]
+    rows = []
+    for target, measure, meets in checks:
+        found = [(name, measure(report)) for name, report in runs.items() if report is not None]
+        found = [(name, value) for name, value in found if value is not None]
+        rows += [{"target": target, "run": name, "measured": value, "met": meets(value)}
+                 for name, value in found]
+        if not found:
+            rows.append({"target": target, "run": "-", "measured": None, "met": False})
+    for curve in curves:
+        if curve["target"]:
+            rows.append({"target": curve["target"]["rule"], "run": f"{curve['run']}, {curve['input']}",
+                         "measured": curve["target"]["ratio"], "met": curve["target"]["met"]})
+    return rows
 
 
 def batch_tables(runs: dict[str, dict[str, Any] | None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -114,10 +184,47 @@ def batch_markdown(merged: dict[str, Any]) -> list[str]:
     return lines
 
 
+def targets_markdown(merged: dict[str, Any]) -> list[str]:
+    if not merged.get("targets"):
+        return []
+    lines = ["| target | run | measured | |", "|---|---|---|---|"]
+    for t in merged["targets"]:
+        verdict = "not measured" if t["measured"] is None else ("met" if t["met"] else "NOT met")
+        lines.append(f"| {t['target']} | {t['run']} | {_cell(t['measured'])} | {verdict} |")
+    return [*lines, ""]
+
+
+def stages_markdown(merged: dict[str, Any]) -> list[str]:
+    """Where the time goes: ms per stage for every run, mode and input; "other"
+    is the wall time no stage timer covers (Python, host transfers)."""
+    stages: list[str] = []
+    for row in merged["rows"]:
+        stages += [s for s in _row_ms(merged, row) if s not in stages]
+    if not stages:
+        return []
+    lines = ["", "Where the time goes (ms per image):", "",
+             "| run | mode | input | " + " | ".join(stages) + " | other | total |",
+             "|---" * (len(stages) + 5) + "|"]
+    for row in merged["rows"]:
+        ms = _row_ms(merged, row)
+        other = row["total_ms"] - sum(ms.values())
+        cells = [row["run"], row["mode"], row["input"], *(ms.get(s, 0.0) for s in stages), round(other, 2),
+                 row["total_ms"]]
+        lines.append("| " + " | ".join(_cell(v) for v in cells) + " |")
+    return lines
+
+
+def _row_ms(merged: dict[str, Any], row: dict[str, Any]) -> dict[str, float]:
+    data = merged["runs"][row["run"]]["modes"][row["mode"]]
+    source = data["images"] if row["input"] == "images" else data["scaling"][row["input"].split()[0]]
+    return source.get("ms", {})
+
+
 def markdown(merged: dict[str, Any]) -> str:
     lines = ["# GPU acceptance", ""]
     if merged["devices"]:
         lines += [f"Device: {', '.join(merged['devices'])}", ""]
+    lines += targets_markdown(merged)
     if merged["status"]:
         lines += ["| step | exit status |", "|---|---|"]
         for step, rc in merged["status"].items():
@@ -125,10 +232,7 @@ def markdown(merged: dict[str, Any]) -> str:
         lines.append("")
     pytest = merged["pytest"]
     if pytest is not None:
-        lines.append(f"pytest -m cuda: {pytest['passed']} passed, {pytest['failures']} failed, "
-                     f"{pytest['errors']} errors, {pytest['skipped']} skipped")
-        lines += [f"- failed: `{name}`" for name in pytest["failed"]]
-        lines.append("")
+        lines += [*pytest_markdown(pytest), ""]
     missing = [name for name, report in merged["runs"].items() if report is None]
     lines += [f"bench `{name}`: no report (the run failed)" for name in missing]
     if missing:
@@ -140,6 +244,7 @@ def markdown(merged: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(_cell(r[k]) for k in (
                 "run", "mode", "input", "people", "total_ms", "images_per_s", "speedup_vs_naive",
                 "peak_cuda_mb")) + " |")
+    lines += stages_markdown(merged)
     lines += batch_markdown(merged)
     return "\n".join(lines) + "\n"
 

@@ -45,7 +45,7 @@ class LoopConfig:
       score, BMP's rule) or ``'detector'`` (the detection score; the ranking a
       one-stage pose detector such as YOLO-pose was trained to give).
     - ``precision``: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast of the models
-      on CUDA (the CPU always runs fp32).
+      on the loop's device (CPU autocast too: bf16 needs a CPU with bf16 support to be fast).
     - ``naive``: the reference implementation's schedule, kept for comparison:
       SAM's image encoder once per iteration, pose and SAM decoding once per person.
     - ``compile``: ``torch.compile`` the models' heavy parts: ``'off'``,

@@ -270,11 +270,11 @@ class BMP:
         return compiled
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """Mixed precision for the model calls, on CUDA only (``loop.precision``)."""
-        if self.loop.precision == "fp32" or not str(self.device).startswith("cuda"):
+        """Mixed precision for the model calls (``loop.precision``)."""
+        if self.loop.precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.loop.precision == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast(torch.device(self.device).type, dtype=dtype)
 
     def predict(
         self,

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -19,10 +20,14 @@ from tests.conftest import COCO_DIR, MODELS_DIR, ROOT
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" errors="0" failures="1" skipped="1" tests="4">
-<testcase classname="tests.test_cuda" name="test_a"/>
+<testcase classname="tests.test_cuda" name="test_a" time="1.25"><properties>
+<property name="max keypoint shift px" value="0.12 (allowed &lt;= 0.5)"/>
+<property name="min mask IoU" value="0.998 (allowed &gt;= 0.99)"/></properties></testcase>
 <testcase classname="tests.test_cuda" name="test_b"/>
-<testcase classname="tests.test_cuda" name="test_bf16"><failure message="boom"/></testcase>
-<testcase classname="tests.test_cuda" name="test_c"><skipped message="no"/></testcase>
+<testcase classname="tests.test_cuda" name="test_bf16" time="30"><properties>
+<property name="pose heatmaps: max error / range" value="0.04 (allowed &lt;= 0.02)"/></properties>
+<failure message="assert 0.04 &lt;= 0.02&#10;second line">trace</failure></testcase>
+<testcase classname="tests.test_cuda" name="test_c"><skipped message="no | CUDA"/></testcase>
 </testsuite></testsuites>
 """
 
@@ -52,8 +57,18 @@ def test_bench_reports_and_pytest_merge_into_one_json_and_table(tmp_path, capsys
     table = (out / "acceptance.md").read_text()
     assert "| pytest_cuda | FAILED (1) |" in table and "| bench_bf16 | ok |" in table
     assert "2 passed, 1 failed, 0 errors, 1 skipped" in table and "`tests.test_cuda::test_bf16`" in table
+    tests = {t["test"].rpartition("::")[2]: t for t in merged["pytest"]["tests"]}
+    assert tests["test_a"]["measured"]["min mask IoU"] == "0.998 (allowed >= 0.99)"
+    assert (tests["test_bf16"]["outcome"], tests["test_bf16"]["why"]) == ("failed", "assert 0.04 <= 0.02")
+    # What each test measured, beside its tolerance, one row per test:
+    assert ("| `test_a` | passed | 1.2 | max keypoint shift px: 0.12 (allowed <= 0.5); "
+            "min mask IoU: 0.998 (allowed >= 0.99) |") in table
+    assert ("| `test_bf16` | failed: assert 0.04 <= 0.02 | 30.0 | "
+            "pose heatmaps: max error / range: 0.04 (allowed <= 0.02) |") in table
+    assert "| `test_c` | skipped: no \\| CUDA | 0.0 | - |" in table
     assert "bench `bf16+inductor`: no report" in table
-    assert table.count("| bf16 | batched | ") == 2 and table.count("| bf16 | naive | ") == 2
+    # Two rows each in the runs table and in where the time goes:
+    assert table.count("| bf16 | batched | ") == 4 and table.count("| bf16 | naive | ") == 4
     batch = {(r["input"], r["batch_size"]): r for r in merged["batch_rows"]}
     assert set(batch) == {(i, b) for i in ("images", "1 people") for b in (1, 2)}
     assert batch["1 people", 1]["ratio"] == 1.0 and batch["1 people", 2]["images_per_s"] > 0
@@ -61,6 +76,42 @@ def test_bench_reports_and_pytest_merge_into_one_json_and_table(tmp_path, capsys
     assert [c["input"] for c in merged["batch_curves"]] == ["images", "1 people"]
     assert "- batch curve `bf16`, 1 people: " in table
     assert table == capsys.readouterr().out.split("wrote ")[0][:-1]
+
+
+def _bench(rate_at_10: float, decode_at_40: float, peak_mb: float) -> dict:
+    """A `bmp bench --json` report of the batched loop at 10 and 40 people."""
+    def row(people, rate, decode):
+        stages = {"detect": 10.0, "pose": 5.0, "sam_decode": decode}
+        return {"ms": stages, "total_ms": 1000 / rate, "images_per_s": rate, "people": people,
+                "runs_timed": 3}
+
+    empty = {"ms": {}, "total_ms": 0, "images_per_s": None, "people": 0, "runs_timed": 0}
+    scaling = {"10": row(10, rate_at_10, 4.0), "40": row(40, rate_at_10 / 3, decode_at_40)}
+    return {"device": "cuda:0", "peak_cuda_mb": peak_mb,
+            "modes": {"batched": {"images": empty, "scaling": scaling}}}
+
+
+def test_the_summary_sets_issue_21s_targets_beside_what_was_measured():
+    curve = {"rows": [], "base_batch_size": 1, "flattens_at": None,
+             "target": {"rule": "batch 8 >= 2x batch 1", "ratio": 2.4, "met": True}}
+    runs = {"bf16": _bench(32.0, 12.5, 3100.0), "bf16+inductor": _bench(24.0, 6.0, 9000.0),
+            "bf16-batch": {**_bench(1, 1, 5000.0), "modes": {}, "batch": {"inputs": {"10 people": curve}}}}
+    merged = bench_report.merge(runs)
+    table = bench_report.markdown(merged)
+    for line in ("| >= 25 img/s at 10 people, 2 iterations | bf16 | 32 | met |",
+                 "| >= 25 img/s at 10 people, 2 iterations | bf16+inductor | 24 | NOT met |",
+                 "| SAM decode for 40 people < 10 ms | bf16 | 12.5 | NOT met |",
+                 "| SAM decode for 40 people < 10 ms | bf16+inductor | 6 | met |",
+                 "| peak CUDA memory < 8 GB (7629.4 MiB) | bf16+inductor | 9000 | NOT met |",
+                 "| peak CUDA memory < 8 GB (7629.4 MiB) | bf16-batch | 5000 | met |",
+                 "| batch 8 >= 2x batch 1 | bf16-batch, 10 people | 2.4 | met |"):
+        assert line in table
+    assert table.count("| >= 25 img/s at 10 people") == 2  # a run without the 10-people row claims nothing
+    # Where the time goes: every stage, and "other" for what no stage timer covers.
+    assert "| run | mode | input | detect | pose | sam_decode | other | total |" in table
+    assert "| bf16 | batched | 10 people | 10 | 5 | 4 | 12.25 | 31.25 |" in table
+    nothing = bench_report.markdown(bench_report.merge({"bf16": None}))
+    assert "| SAM decode for 40 people < 10 ms | - | - | not measured |" in nothing
 
 
 def test_a_step_stopped_at_its_budget_reads_as_timed_out(tmp_path, capsys):
@@ -89,13 +140,14 @@ def test_acceptance_fits_two_calls_of_nine_minutes():
 
 def _fake_venv(tmp_path):
     """An interpreter that only logs its arguments (and so "sees" CUDA), its
-    BMP_SHARED and BMP_WITHOUT_PYAV, and has no PyAV."""
+    BMP_SHARED, BMP_WITHOUT_PYAV and BMP_CUDA_TESTS_DEVICE, and has no PyAV."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     log, env_log = tmp_path / "calls.log", tmp_path / "env.log"
     fake = venv / "bin" / "python"
     fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> {log}\n'
-                    f'printf "%s %s\\n" "${{BMP_SHARED:-}}" "${{BMP_WITHOUT_PYAV:-}}" >> {env_log}\n'
+                    f'printf "%s %s tests-on=%s\\n" "${{BMP_SHARED:-}}" "${{BMP_WITHOUT_PYAV:-}}" '
+                    f'"${{BMP_CUDA_TESTS_DEVICE:-}}" >> {env_log}\n'
                     '[[ "$*" != *"import av"* ]]\n')
     fake.chmod(0o755)
     return venv, log, env_log
@@ -139,12 +191,25 @@ def test_two_calls_merge_into_one_archive_with_the_kits_data(tmp_path):
     assert "pytest_cuda=0" in merges[0] and "bench_bf16=0" not in merges[0]
     # The second call's summary holds the first call's tests too.
     assert "--status pytest_cuda=0" in merges[1] and "--status bench_bf16_inductor=0" in merges[1]
-    assert set(env_log.read_text().splitlines()[-1].split()) == {str(kit / "shared"), "1"}
+    assert set(env_log.read_text().splitlines()[-1].split()) == {str(kit / "shared"), "1", "tests-on="}
     with tarfile.open(out / "acceptance.tar.gz") as archive:
         names = set(archive.getnames())
     assert {"./pytest_cuda.log", "./bench_batch.log", "./status/pytest_cuda"} <= names
     bad = subprocess.run([*script[:2], "--steps", "everything"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "--steps takes tests, bench or all" in bad.stderr
+
+
+def test_a_cpu_rehearsal_runs_the_cuda_tests_on_the_cpu(tmp_path):
+    # --device cpu (tools/rehearse_target.sh) is a dry run of tests/test_cuda.py, not 15 skips.
+    venv, log, env_log = _fake_venv(tmp_path)
+    env = {**os.environ, "BMP_VENV": str(venv)}
+    script = ["bash", str(ROOT / "tools" / "gpu_acceptance.sh"), "--device", "cpu", "--steps", "tests",
+              str(tmp_path / "out")]
+    result = subprocess.run(script, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    pytest_call = next(i for i, c in enumerate(calls) if c.startswith("-m pytest -m cuda "))
+    assert env_log.read_text().splitlines()[pytest_call].endswith(" tests-on=cpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
@@ -153,3 +218,26 @@ def test_acceptance_script_refuses_to_run_without_cuda(tmp_path):
                             capture_output=True, text=True, env={**os.environ}, timeout=120)
     assert result.returncode == 1 and "sees no CUDA device" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs these tests for real")
+def test_the_cuda_tests_pass_a_cpu_dry_run_and_report_what_they_measured(tmp_path):
+    """tests/test_cuda.py on the CPU (BMP_CUDA_TESTS_DEVICE=cpu), as the
+    rehearsal runs it: a mistake in a test is found here, not in a GPU window;
+    every test that runs records what it measured for acceptance.md."""
+    junit = tmp_path / "pytest_cuda.xml"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "--basetemp",
+         str(tmp_path / "basetemp"), "--junitxml", str(junit), "tests/test_cuda.py"],
+        cwd=ROOT, env={**os.environ, "BMP_CUDA_TESTS_DEVICE": "cpu"}, capture_output=True, text=True,
+        timeout=1500)
+    assert result.returncode == 0, result.stdout[-4000:]
+    report = bench_report.load_pytest(junit)
+    outcomes = {t["test"].rpartition("::")[2]: t["outcome"] for t in report["tests"]}
+    assert {name for name, outcome in outcomes.items() if outcome == "skipped"} == {
+        "test_mask_out_on_cuda_does_not_sync", "test_host_syncs_do_not_grow_with_the_number_of_people"}
+    ran = [t for t in report["tests"] if t["outcome"] == "passed"]
+    assert len(ran) == 7 and all(t["measured"] for t in ran)
+    table = bench_report.markdown(bench_report.merge({}, report))
+    assert "| `test_bf16_keeps_the_fp32_heatmaps_and_masks_with_the_full_architectures` | passed |" in table
+    assert "pose heatmaps: max error / range: " in table and "(not checked)" in table

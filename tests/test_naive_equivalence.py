@@ -14,8 +14,9 @@ from tests.conftest import COCO_ANN, COCO_DIR
 from tests.tiny_models import CSPNEXT_T_UDP, tiny_config
 
 
-@pytest.fixture(scope="module")
-def loop(tiny_weights):
+def ground_truth_loop_config(tiny_weights) -> dict:
+    """Small architectures behind a ground-truth detector (the 5 people of
+    000000197388.jpg in both iterations); tests/test_cuda.py runs it on the GPU."""
     cfg = tiny_config(tiny_weights)
     cfg["detector"] = dict(type="GroundTruthDetector", ann_file=str(COCO_ANN), min_area=32 * 32)
     cfg["pose"].update(config=CSPNEXT_T_UDP, checkpoint=str(tiny_weights / "cspnext_t_udp_random.pth"))
@@ -23,7 +24,12 @@ def loop(tiny_weights):
     # (6 points for everyone, so one decoder call per iteration) and count in OKS.
     cfg["segmenter"]["prompts"].update(score_thr=0.0, visibility_thr=0.0)
     cfg["loop"]["oks_kpt_thr"] = 0.0
-    bmp = BMP.from_config(cfg, device="cpu")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def loop(tiny_weights):
+    bmp = BMP.from_config(ground_truth_loop_config(tiny_weights), device="cpu")
     assert bmp.pose.batched
     return bmp
 

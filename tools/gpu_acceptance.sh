@@ -19,7 +19,9 @@
 # survives between calls on the device machine.
 #
 # --kit/--install KIT: the kit's test data (KIT/shared) becomes BMP_SHARED.
-# --device cpu: a rehearsal of the same steps without CUDA (the cuda tests skip).
+# --device cpu: a rehearsal of the same steps without CUDA: the cuda tests run on
+# the CPU (BMP_CUDA_TESTS_DEVICE=cpu; their CUDA sync checks skip), a dry run of
+# the tests and of their report.
 # Every step runs even if an earlier one failed; the exit status is non-zero
 # when any did. BMP_VENV picks the environment (default ./.venv); BENCH_ARGS
 # adds arguments to every bench run (e.g. "--max-images 2 --repeat 3");
@@ -99,6 +101,8 @@ if ((ready)) && ! "$PY" -c 'import gradio, supervision, selenium' 2>/dev/null; t
   echo "[gpu acceptance] the optional extras are not installed: their tests skip (BMP_WITHOUT_EXTRAS=1)"
   export BMP_WITHOUT_EXTRAS=1
 fi
+
+[[ $DEVICE == cpu ]] && export BMP_CUDA_TESTS_DEVICE=cpu
 
 config=configs/bmp_rtmdet_vitpose_sam2.py
 bench=("$PY" -m bmp bench --config "$config" --random-init --compare
