@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import time
@@ -129,11 +128,11 @@ class Timing:
 def run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .images import expand_inputs
+    from .sample_data import shared_samples_dir
 
     counts = parse_ints("--people", args.people, allow_empty=True)
     sizes = parse_batch_sizes(args)
-    shared = Path(os.environ.get("BMP_SHARED", "../shared"))
-    images_dir = Path(args.images) if args.images else shared / "data" / "coco"
+    images_dir = Path(args.images) if args.images else shared_samples_dir()
     images = expand_inputs([images_dir])
     ann = Path(args.ann) if args.ann else images_dir / "annotations.json"
     cfg = _configure(load_config(args.config), args)

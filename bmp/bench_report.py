@@ -68,9 +68,15 @@ def pytest_markdown(pytest: dict[str, Any]) -> list[str]:
     lines = [f"pytest -m cuda: {pytest['passed']} passed, {pytest['failures']} failed, "
              f"{pytest['errors']} errors, {pytest['skipped']} skipped"]
     lines += [f"- failed: `{name}`" for name in pytest["failed"]]
-    if pytest.get("tests"):
+    # Whole modules skipped while collecting (a missing optional extra or PyAV): one line, not a row each.
+    modules = [t for t in pytest.get("tests", [])
+               if t["outcome"] == "skipped" and t["why"] == "collection skipped"]
+    if modules:
+        lines.append("- skipped at collection: " + ", ".join(f"`{t['test'].strip(':')}`" for t in modules))
+    tests = [t for t in pytest.get("tests", []) if t not in modules]
+    if tests:
         lines += ["", "| test | outcome | s | measured |", "|---|---|---|---|"]
-        for t in pytest["tests"]:
+        for t in tests:
             outcome = f"{t['outcome']}: {t['why']}" if t["why"] else t["outcome"]
             found = "; ".join(f"{k}: {v}" for k, v in t["measured"].items()) or "-"
             cells = (f"`{t['test'].rpartition('::')[2]}`", outcome, f"{t['seconds']:.1f}", found)

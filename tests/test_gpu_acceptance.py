@@ -19,7 +19,7 @@ from bmp.cli import main
 from tests.conftest import COCO_DIR, MODELS_DIR, ROOT
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
-<testsuites><testsuite name="pytest" errors="0" failures="1" skipped="1" tests="4">
+<testsuites><testsuite name="pytest" errors="0" failures="1" skipped="2" tests="5">
 <testcase classname="tests.test_cuda" name="test_a" time="1.25"><properties>
 <property name="max keypoint shift px" value="0.12 (allowed &lt;= 0.5)"/>
 <property name="min mask IoU" value="0.998 (allowed &gt;= 0.99)"/></properties></testcase>
@@ -28,6 +28,7 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <property name="pose heatmaps: max error / range" value="0.04 (allowed &lt;= 0.02)"/></properties>
 <failure message="assert 0.04 &lt;= 0.02&#10;second line">trace</failure></testcase>
 <testcase classname="tests.test_cuda" name="test_c"><skipped message="no | CUDA"/></testcase>
+<testcase classname="" name="tests.test_video_cli"><skipped message="collection skipped"/></testcase>
 </testsuite></testsuites>
 """
 
@@ -56,7 +57,7 @@ def test_bench_reports_and_pytest_merge_into_one_json_and_table(tmp_path, capsys
     assert rows["bf16", "naive", "images"]["speedup_vs_naive"] is None
     table = (out / "acceptance.md").read_text()
     assert "| pytest_cuda | FAILED (1) |" in table and "| bench_bf16 | ok |" in table
-    assert "2 passed, 1 failed, 0 errors, 1 skipped" in table and "`tests.test_cuda::test_bf16`" in table
+    assert "2 passed, 1 failed, 0 errors, 2 skipped" in table and "`tests.test_cuda::test_bf16`" in table
     tests = {t["test"].rpartition("::")[2]: t for t in merged["pytest"]["tests"]}
     assert tests["test_a"]["measured"]["min mask IoU"] == "0.998 (allowed >= 0.99)"
     assert (tests["test_bf16"]["outcome"], tests["test_bf16"]["why"]) == ("failed", "assert 0.04 <= 0.02")
@@ -66,6 +67,8 @@ def test_bench_reports_and_pytest_merge_into_one_json_and_table(tmp_path, capsys
     assert ("| `test_bf16` | failed: assert 0.04 <= 0.02 | 30.0 | "
             "pose heatmaps: max error / range: 0.04 (allowed <= 0.02) |") in table
     assert "| `test_c` | skipped: no \\| CUDA | 0.0 | - |" in table
+    assert "- skipped at collection: `tests.test_video_cli`\n" in table
+    assert "| `tests.test_video_cli`" not in table
     assert "bench `bf16+inductor`: no report" in table
     # Two rows each in the runs table and in where the time goes:
     assert table.count("| bf16 | batched | ") == 4 and table.count("| bf16 | naive | ") == 4

@@ -46,12 +46,6 @@ def repo_configs_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "configs"
 
 
-def shared_samples_dir() -> Path:
-    """The shared COCO sample folder: ``$BMP_SHARED/data/coco`` (``BMP_SHARED``
-    defaults to ``../shared``, as for ``bmp bench``)."""
-    return Path(os.environ.get("BMP_SHARED", "../shared")) / "data" / "coco"
-
-
 def missing_checkpoints(config: Path, weights_dirs: Sequence[str | os.PathLike] = ()) -> dict[str, str]:
     """``{section: checkpoint}`` of the config's checkpoints that are not on
     disk (never downloads). A file that is there but corrupt counts as missing.

@@ -128,6 +128,6 @@ def describe_error(exc: BaseException) -> str:
 
 def samples_folders(extra: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """The shared COCO samples (when present) and ``--samples`` folders."""
-    from .catalog import shared_samples_dir
+    from ..sample_data import shared_samples_dir
 
     return [shared_samples_dir(), *(Path(p) for p in extra)]
