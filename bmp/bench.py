@@ -36,6 +36,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,7 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "torch.cuda.max_memory_allocated, reset before each size. On the CPU: how far the process's "
              "peak RSS rose above its peak before the first size (the peak only grows, so a size's figure "
              "is the most any size up to it needed)")
-    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--json", default=None,
+                        help="also write the results here: rewritten after every finished input, with "
+                        "\"complete\": false until the run ends, so a stopped run keeps what it measured")
 
 
 @dataclass
@@ -137,33 +140,49 @@ def run(args: argparse.Namespace) -> int:
     ann = Path(args.ann) if args.ann else images_dir / "annotations.json"
     cfg = _configure(load_config(args.config), args)
     modes = ["batched", "naive"] if args.compare else ["naive" if args.naive else "batched"]
-    report: dict[str, Any] = {"config": str(args.config), "random_init": args.random_init, "modes": {}}
+    report: dict[str, Any] = {"config": str(args.config), "random_init": args.random_init, "modes": {},
+                              "complete": False}
     bmp = _build(cfg, args)
     report["device"] = str(bmp.device)
     scenes = make_scenes(images, ann, counts) if counts else []
+
+    def save() -> None:
+        # After every finished input: a run stopped at a time limit (the GPU
+        # acceptance's budgets) still reports what it measured.
+        _summarize(report, bmp.device, counts, args.compare)
+        if args.json:
+            from .coco import write_json_atomic
+
+            write_json_atomic(args.json, report)
+
     if sizes:
         # First, so the host-memory baseline is the loaded models, not the per-image runs.
         bmp.loop = replace(bmp.loop, naive=modes[0] == "naive")
-        report["batch"] = bench_batches(bmp, images, scenes, sizes, args)
+        report["batch"] = {}
+        bench_batches(bmp, images, scenes, sizes, args, report["batch"], save)
     for mode in modes:
         bmp.loop = replace(bmp.loop, naive=mode == "naive")
-        report["modes"][mode] = bench_mode(bmp, images, scenes, args)
-    report["peak_rss_mb"] = _peak_rss_mb()
-    report["peak_cuda_mb"] = _overall_peak_cuda_mb(bmp.device, report.get("batch"))
-    if args.compare:
-        report["speedup"] = {}
-        for key in ["images", *(str(c) for c in counts)]:
-            rows = [report["modes"][m] for m in ("batched", "naive")]
-            rows = [r["images"] if key == "images" else r["scaling"].get(key) for r in rows]
-            if all(r and r["total_ms"] for r in rows):
-                report["speedup"][key] = round(rows[1]["total_ms"] / rows[0]["total_ms"], 2)
+        report["modes"][mode] = {}
+        bench_mode(bmp, images, scenes, args, report["modes"][mode], save)
+    report["complete"] = True
+    save()
     print(format_report(report))
     print(json.dumps(report, indent=1))
-    if args.json:
-        from .coco import write_json_atomic
-
-        write_json_atomic(args.json, report)
     return 0
+
+
+def _summarize(report: dict[str, Any], device: Any, counts: list[int], compare: bool) -> None:
+    """The peaks so far and, with ``--compare``, batched's speed-up over naive
+    for every input both modes have finished."""
+    report["peak_rss_mb"] = _peak_rss_mb()
+    report["peak_cuda_mb"] = _overall_peak_cuda_mb(device, report.get("batch"))
+    if compare:
+        report["speedup"] = {}
+        for key in ["images", *(str(c) for c in counts)]:
+            rows = [report["modes"].get(m) or {} for m in ("batched", "naive")]
+            rows = [r.get("images") if key == "images" else r.get("scaling", {}).get(key) for r in rows]
+            if all(r and r["total_ms"] for r in rows):
+                report["speedup"][key] = round(rows[1]["total_ms"] / rows[0]["total_ms"], 2)
 
 
 def _configure(cfg: Config, args: argparse.Namespace) -> Config:
@@ -235,8 +254,11 @@ def _overall_peak_cuda_mb(device: Any, batch: dict[str, Any] | None) -> float | 
     return max(peaks) if peaks else None
 
 
-def bench_mode(bmp, images: list[Path], scenes: list[Scene], args: argparse.Namespace) -> dict[str, Any]:
-    """Timings of one mode on the real images, then on each scene."""
+def bench_mode(bmp, images: list[Path], scenes: list[Scene], args: argparse.Namespace,
+               out: dict[str, Any] | None = None,
+               progress: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Timings of one mode on the real images, then on each scene, filled into
+    ``out`` as each finishes (``progress()`` after each)."""
     from tqdm import tqdm
 
     from .images import load_image
@@ -250,7 +272,9 @@ def bench_mode(bmp, images: list[Path], scenes: list[Scene], args: argparse.Name
         start = time.perf_counter()
         people = bmp.predict(array)
         timing.add(bmp.times.seconds, time.perf_counter() - start, len(people))
-    out: dict[str, Any] = {"images": timing.as_dict(), "scaling": {}}
+    out = {} if out is None else out
+    out.update(images=timing.as_dict(), scaling={})
+    progress()
     detector = bmp.detector
     try:
         for scene in tqdm(scenes, desc=f"bench {mode} scaling", file=sys.stderr):
@@ -263,6 +287,7 @@ def bench_mode(bmp, images: list[Path], scenes: list[Scene], args: argparse.Name
                 people = bmp.predict(scene.image)
                 scaled.add(bmp.times.seconds, time.perf_counter() - start, len(people))
             out["scaling"][str(scene.count)] = scaled.as_dict()
+            progress()
     finally:
         bmp.detector = detector
     return out
@@ -304,9 +329,11 @@ class PeakMemory:
 
 
 def bench_batches(bmp: BMP, images: list[Path], scenes: list[Scene], sizes: list[int],
-                  args: argparse.Namespace) -> dict[str, Any]:
+                  args: argparse.Namespace, out: dict[str, Any] | None = None,
+                  progress: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """The img/s curve of :meth:`BMP.predict_batch` over ``sizes`` (ascending)
-    on the real images and on each scene (see :func:`batch_workload`)."""
+    on the real images and on each scene (see :func:`batch_workload`), filled
+    into ``out`` as each input finishes (``progress()`` after each)."""
     from tqdm import tqdm
 
     from .images import load_image
@@ -314,9 +341,9 @@ def bench_batches(bmp: BMP, images: list[Path], scenes: list[Scene], sizes: list
     memory = PeakMemory(bmp.device)
     inputs = [("images", [load_image(p) for p in images[: args.max_images]], None)]
     inputs += [(f"{scene.count} people", [scene.image], scene) for scene in scenes]
-    out: dict[str, Any] = {"mode": "naive" if bmp.loop.naive else "batched", "sizes": sizes,
-                           "warmup": args.warmup, "repeat": args.repeat, "memory": memory.kind,
-                           "memory_key": memory.key, "inputs": {}}
+    out = {} if out is None else out
+    out.update(mode="naive" if bmp.loop.naive else "batched", sizes=sizes, warmup=args.warmup,
+               repeat=args.repeat, memory=memory.kind, memory_key=memory.key, inputs={})
     detector = bmp.detector
     try:
         for name, arrays, scene in inputs:
@@ -330,6 +357,7 @@ def bench_batches(bmp: BMP, images: list[Path], scenes: list[Scene], sizes: list
                 if "error" in rows[-1]:
                     break  # larger batches would not fit either
             out["inputs"][name] = {**summarize_curve(rows, bmp.device), "images_per_pass": len(work)}
+            progress()
     finally:
         bmp.detector = detector
     return out

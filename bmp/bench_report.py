@@ -96,8 +96,9 @@ def merge(
         if report is None:
             continue
         for mode, data in report["modes"].items():
-            inputs = [("images", data["images"])] if data["images"]["runs_timed"] else []
-            inputs += [(f"{count} people", row) for count, row in data["scaling"].items()]
+            images = data.get("images")  # absent: the run stopped before this mode's first input
+            inputs = [("images", images)] if images and images["runs_timed"] else []
+            inputs += [(f"{count} people", row) for count, row in data.get("scaling", {}).items()]
             for label, row in inputs:
                 key = "images" if label == "images" else label.split()[0]
                 speedup = report.get("speedup", {}).get(key) if mode == "batched" else None
@@ -241,7 +242,10 @@ def markdown(merged: dict[str, Any]) -> str:
         lines += [*pytest_markdown(pytest), ""]
     missing = [name for name, report in merged["runs"].items() if report is None]
     lines += [f"bench `{name}`: no report (the run failed)" for name in missing]
-    if missing:
+    # `bmp bench --json` rewrites its report after every finished input.
+    partial = [name for name, report in merged["runs"].items() if report and not report.get("complete", True)]
+    lines += [f"bench `{name}`: stopped before the end; below is what it finished" for name in partial]
+    if missing or partial:
         lines.append("")
     if merged["rows"]:
         lines += ["| run | mode | input | people | total ms | img/s | batched speed-up | peak CUDA MB |",

@@ -120,3 +120,32 @@ def test_curve_ratios_flattening_and_targets():
     rising = summarize_curve([_timed(1, 1.0), _timed(2, 1.0), oom], "cpu")
     assert rising["flattens_at"] is None and rising["target"] is None
     assert describe_curve(rising) == "does not flatten up to batch 2"
+
+
+def test_a_stopped_run_keeps_what_it_measured_in_its_json(tmp_path, monkeypatch):
+    # The GPU acceptance stops a bench at its time budget: the report written
+    # after each finished input must survive, marked incomplete.
+    from bmp import bench, bench_report
+
+    finished = []
+    as_dict = bench.Timing.as_dict
+
+    def stop_at_the_second_scene(self):
+        if len(finished) == 2:  # the real images, then the 1-person scene
+            raise KeyboardInterrupt
+        finished.append(self.runs)
+        return as_dict(self)
+
+    monkeypatch.setattr(bench.Timing, "as_dict", stop_at_the_second_scene)
+    code = main(_lite_bench(tmp_path, "--max-images", "1", "--people", "1,2", "--warmup", "0", "--compare"))
+    assert code == 130  # stopped
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["complete"] is False
+    assert set(report["modes"]) == {"batched"} and list(report["modes"]["batched"]["scaling"]) == ["1"]
+    assert report["peak_rss_mb"] > 0
+    table = bench_report.markdown(bench_report.merge({"bf16": report}))
+    assert "bench `bf16`: stopped before the end; below is what it finished" in table
+    assert "| bf16 | batched | 1 people | 1 |" in table
+    monkeypatch.setattr(bench.Timing, "as_dict", as_dict)
+    assert main(_lite_bench(tmp_path, "--max-images", "1", "--people", "1", "--warmup", "0")) == 0
+    assert json.loads((tmp_path / "bench.json").read_text())["complete"] is True
