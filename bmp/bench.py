@@ -255,8 +255,7 @@ def _overall_peak_cuda_mb(device: Any, batch: dict[str, Any] | None) -> float | 
 
 
 def bench_mode(bmp, images: list[Path], scenes: list[Scene], args: argparse.Namespace,
-               out: dict[str, Any] | None = None,
-               progress: Callable[[], None] = lambda: None) -> dict[str, Any]:
+               out: dict[str, Any], progress: Callable[[], None]) -> None:
     """Timings of one mode on the real images, then on each scene, filled into
     ``out`` as each finishes (``progress()`` after each)."""
     from tqdm import tqdm
@@ -272,7 +271,6 @@ def bench_mode(bmp, images: list[Path], scenes: list[Scene], args: argparse.Name
         start = time.perf_counter()
         people = bmp.predict(array)
         timing.add(bmp.times.seconds, time.perf_counter() - start, len(people))
-    out = {} if out is None else out
     out.update(images=timing.as_dict(), scaling={})
     progress()
     detector = bmp.detector
@@ -290,7 +288,6 @@ def bench_mode(bmp, images: list[Path], scenes: list[Scene], args: argparse.Name
             progress()
     finally:
         bmp.detector = detector
-    return out
 
 
 class PeakMemory:
@@ -329,8 +326,7 @@ class PeakMemory:
 
 
 def bench_batches(bmp: BMP, images: list[Path], scenes: list[Scene], sizes: list[int],
-                  args: argparse.Namespace, out: dict[str, Any] | None = None,
-                  progress: Callable[[], None] = lambda: None) -> dict[str, Any]:
+                  args: argparse.Namespace, out: dict[str, Any], progress: Callable[[], None]) -> None:
     """The img/s curve of :meth:`BMP.predict_batch` over ``sizes`` (ascending)
     on the real images and on each scene (see :func:`batch_workload`), filled
     into ``out`` as each input finishes (``progress()`` after each)."""
@@ -341,7 +337,6 @@ def bench_batches(bmp: BMP, images: list[Path], scenes: list[Scene], sizes: list
     memory = PeakMemory(bmp.device)
     inputs = [("images", [load_image(p) for p in images[: args.max_images]], None)]
     inputs += [(f"{scene.count} people", [scene.image], scene) for scene in scenes]
-    out = {} if out is None else out
     out.update(mode="naive" if bmp.loop.naive else "batched", sizes=sizes, warmup=args.warmup,
                repeat=args.repeat, memory=memory.kind, memory_key=memory.key, inputs={})
     detector = bmp.detector
@@ -360,7 +355,6 @@ def bench_batches(bmp: BMP, images: list[Path], scenes: list[Scene], sizes: list
             progress()
     finally:
         bmp.detector = detector
-    return out
 
 
 def batch_workload(arrays: list[np.ndarray], sizes: list[int]) -> list[np.ndarray]:

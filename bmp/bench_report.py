@@ -24,7 +24,7 @@ from .bench import describe_curve
 from .coco import write_text_atomic
 
 #: Issue 21's GPU targets that a bench report answers (the batch curve's own
-#: target is bmp.bench.BATCH_TARGETS'): (run, input, what, limit).
+#: target is bmp.bench.BATCH_TARGETS').
 IMAGES_PER_S_AT_10 = 25.0  # the full config, bf16, 10 people, 2 iterations
 SAM_DECODE_MS_AT_40 = 10.0  # SAM's decoder for an image of 40 people (every iteration)
 PEAK_CUDA_MB = round(8e9 / 2**20, 1)  # 8 GB
@@ -106,42 +106,44 @@ def merge(
                     "run": name, "mode": mode, "input": label, "people": row["people"],
                     "total_ms": row["total_ms"], "images_per_s": row["images_per_s"],
                     "speedup_vs_naive": speedup, "peak_cuda_mb": report.get("peak_cuda_mb"),
+                    "ms": row.get("ms", {}),
                 })
     devices = sorted({r["device"] for r in runs.values() if r is not None})
     batch_rows, curves = batch_tables(runs)
     return {"devices": devices, "status": dict(status or {}), "pytest": pytest, "runs": runs, "rows": rows,
-            "batch_rows": batch_rows, "batch_curves": curves, "targets": targets(runs, curves)}
+            "batch_rows": batch_rows, "batch_curves": curves, "targets": targets(runs, rows, curves)}
 
 
-def _scaling(report: dict[str, Any] | None, people: int) -> dict[str, Any] | None:
-    """The batched loop's row for ``people`` pasted people, if the run has it."""
-    return ((report or {}).get("modes", {}).get("batched", {}).get("scaling", {})).get(str(people))
+def targets(runs: dict[str, dict[str, Any] | None], rows: list[dict[str, Any]],
+            curves: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target with what every run that measured it found (``rows``: the
+    merged table's); a target no run measured gets one row with ``measured``
+    None."""
+    def batched(people: int) -> dict[str, dict[str, Any]]:
+        return {r["run"]: r for r in rows if r["mode"] == "batched" and r["input"] == f"{people} people"}
 
-
-def targets(runs: dict[str, dict[str, Any] | None], curves: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each target with what every run that measured it found; a target no
-    run measured gets one row with ``measured`` None."""
     checks = [
-        (f">= {IMAGES_PER_S_AT_10:g} img/s at 10 people, 2 iterations", lambda r: (_scaling(r, 10) or {})
-         .get("images_per_s"), lambda v: v >= IMAGES_PER_S_AT_10),
-        (f"SAM decode for 40 people < {SAM_DECODE_MS_AT_40:g} ms", lambda r: (_scaling(r, 40) or {})
-         .get("ms", {}).get("sam_decode"), lambda v: v < SAM_DECODE_MS_AT_40),
-        (f"peak CUDA memory < 8 GB ({PEAK_CUDA_MB:g} MiB)", lambda r: r.get("peak_cuda_mb"),
+        (f">= {IMAGES_PER_S_AT_10:g} img/s at 10 people, 2 iterations",
+         {run: r["images_per_s"] for run, r in batched(10).items()}, lambda v: v >= IMAGES_PER_S_AT_10),
+        (f"SAM decode for 40 people < {SAM_DECODE_MS_AT_40:g} ms",
+         {run: r["ms"].get("sam_decode") for run, r in batched(40).items()},
+         lambda v: v < SAM_DECODE_MS_AT_40),
+        (f"peak CUDA memory < 8 GB ({PEAK_CUDA_MB:g} MiB)",
+         {run: report.get("peak_cuda_mb") for run, report in runs.items() if report is not None},
          lambda v: v < PEAK_CUDA_MB),
     ]
-    rows = []
-    for target, measure, meets in checks:
-        found = [(name, measure(report)) for name, report in runs.items() if report is not None]
-        found = [(name, value) for name, value in found if value is not None]
-        rows += [{"target": target, "run": name, "measured": value, "met": meets(value)}
-                 for name, value in found]
-        if not found:
-            rows.append({"target": target, "run": "-", "measured": None, "met": False})
+    found = []
+    for target, values, meets in checks:
+        measured = {run: value for run, value in values.items() if value is not None}
+        found += [{"target": target, "run": run, "measured": value, "met": meets(value)}
+                  for run, value in measured.items()]
+        if not measured:
+            found.append({"target": target, "run": "-", "measured": None, "met": False})
     for curve in curves:
         if curve["target"]:
-            rows.append({"target": curve["target"]["rule"], "run": f"{curve['run']}, {curve['input']}",
-                         "measured": curve["target"]["ratio"], "met": curve["target"]["met"]})
-    return rows
+            found.append({"target": curve["target"]["rule"], "run": f"{curve['run']}, {curve['input']}",
+                          "measured": curve["target"]["ratio"], "met": curve["target"]["met"]})
+    return found
 
 
 def batch_tables(runs: dict[str, dict[str, Any] | None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -206,25 +208,19 @@ def stages_markdown(merged: dict[str, Any]) -> list[str]:
     is the wall time no stage timer covers (Python, host transfers)."""
     stages: list[str] = []
     for row in merged["rows"]:
-        stages += [s for s in _row_ms(merged, row) if s not in stages]
+        stages += [s for s in row["ms"] if s not in stages]
     if not stages:
         return []
     lines = ["", "Where the time goes (ms per image):", "",
              "| run | mode | input | " + " | ".join(stages) + " | other | total |",
              "|---" * (len(stages) + 5) + "|"]
     for row in merged["rows"]:
-        ms = _row_ms(merged, row)
+        ms = row["ms"]
         other = row["total_ms"] - sum(ms.values())
         cells = [row["run"], row["mode"], row["input"], *(ms.get(s, 0.0) for s in stages), round(other, 2),
                  row["total_ms"]]
         lines.append("| " + " | ".join(_cell(v) for v in cells) + " |")
     return lines
-
-
-def _row_ms(merged: dict[str, Any], row: dict[str, Any]) -> dict[str, float]:
-    data = merged["runs"][row["run"]]["modes"][row["mode"]]
-    source = data["images"] if row["input"] == "images" else data["scaling"][row["input"].split()[0]]
-    return source.get("ms", {})
 
 
 def markdown(merged: dict[str, Any]) -> str:
