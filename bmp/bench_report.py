@@ -28,6 +28,8 @@ from .coco import write_text_atomic
 IMAGES_PER_S_AT_10 = 25.0  # the full config, bf16, 10 people, 2 iterations
 SAM_DECODE_MS_AT_40 = 10.0  # SAM's decoder for an image of 40 people (every iteration)
 PEAK_CUDA_MB = round(8e9 / 2**20, 1)  # 8 GB
+#: A step's status when ``gpu_acceptance.sh --within`` left it no time to run.
+NOT_RUN = "not-run"
 
 
 def _outcome(case: ET.Element) -> tuple[str, str]:
@@ -87,7 +89,7 @@ def pytest_markdown(pytest: dict[str, Any]) -> list[str]:
 def merge(
     runs: dict[str, dict[str, Any] | None],
     pytest: dict[str, Any] | None = None,
-    status: dict[str, int] | None = None,
+    status: dict[str, int | str] | None = None,
 ) -> dict[str, Any]:
     """``runs``: run name -> a bench report (None: the run left no report).
     Adds ``rows``, one per run, mode and input, for the table."""
@@ -170,7 +172,9 @@ def _cell(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _step_status(rc: int) -> str:
+def _step_status(rc: int | str) -> str:
+    if rc == NOT_RUN:
+        return "NOT RUN (no time left in the call)"
     # 124/137: tools/gpu_acceptance.sh's `timeout` stopped the step at its time budget.
     if rc in (124, 137):
         return f"TIMED OUT ({rc})"
@@ -269,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for acceptance.json and acceptance.md")
     parser.add_argument("--pytest", default=None, help="a pytest --junitxml file")
     parser.add_argument("--status", action="append", default=[], metavar="NAME=RC",
-                        help="a step's exit status, repeatable")
+                        help=f"a step's exit status (or {NOT_RUN}), repeatable")
     parser.add_argument("runs", nargs="*", metavar="NAME=JSON", help="bench reports (bmp bench --json)")
     args = parser.parse_args(argv)
     runs: dict[str, dict[str, Any] | None] = {}
@@ -280,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     status = {}
     for item in args.status:
         name, _, rc = item.partition("=")
-        status[name] = int(rc)
+        status[name] = rc if rc == NOT_RUN else int(rc)
     merged = merge(runs, load_pytest(args.pytest) if args.pytest else None, status)
     json_path, md_path = write(args.out, merged)
     print(md_path.read_text())

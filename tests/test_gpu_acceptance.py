@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 import torch
@@ -141,9 +142,11 @@ def test_acceptance_fits_two_calls_of_nine_minutes():
     assert 'timeout -k "$GRACE" "$budget" "$@"' in script
 
 
-def _fake_venv(tmp_path):
+def _fake_venv(tmp_path, slow_batch_bench: bool = False, real_merge: bool = False):
     """An interpreter that only logs its arguments (and so "sees" CUDA), its
-    BMP_SHARED, BMP_WITHOUT_PYAV and BMP_CUDA_TESTS_DEVICE, and has no PyAV."""
+    BMP_SHARED, BMP_WITHOUT_PYAV and BMP_CUDA_TESTS_DEVICE, and has no PyAV.
+    ``slow_batch_bench``: the batch-curve bench takes 100 s; ``real_merge``:
+    bmp.bench_report really runs."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     log, env_log = tmp_path / "calls.log", tmp_path / "env.log"
@@ -151,7 +154,10 @@ def _fake_venv(tmp_path):
     fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> {log}\n'
                     f'printf "%s %s tests-on=%s\\n" "${{BMP_SHARED:-}}" "${{BMP_WITHOUT_PYAV:-}}" '
                     f'"${{BMP_CUDA_TESTS_DEVICE:-}}" >> {env_log}\n'
-                    '[[ "$*" != *"import av"* ]]\n')
+                    + ('[[ "$*" == *"--batch-size"* ]] && exec sleep 100\n' if slow_batch_bench else "")
+                    + (f'[[ "$1 $2" == "-m bmp.bench_report" ]] && exec {sys.executable} "$@"\n'
+                       if real_merge else "")
+                    + '[[ "$*" != *"import av"* ]]\n')
     fake.chmod(0o755)
     return venv, log, env_log
 
@@ -172,7 +178,7 @@ def test_acceptance_measures_the_issue_16_batch_curve_of_the_full_config(tmp_pat
                    f"--json {out}/bench_batch.json"):
         assert option in batch
     assert benches.index(batch) == 1  # before the slow inductor run
-    [merge] = [c for c in calls if c.startswith("-m bmp.bench_report ")]
+    merge = [c for c in calls if c.startswith("-m bmp.bench_report ")][-1]  # one after every step
     assert "--status bench_batch=0" in merge and f"bf16-batch={out}/bench_batch.json" in merge
     assert (out / "bench_batch.log").is_file()
 
@@ -193,13 +199,45 @@ def test_two_calls_merge_into_one_archive_with_the_kits_data(tmp_path):
     merges = [c for c in log.read_text().splitlines() if c.startswith("-m bmp.bench_report ")]
     assert "pytest_cuda=0" in merges[0] and "bench_bf16=0" not in merges[0]
     # The second call's summary holds the first call's tests too.
-    assert "--status pytest_cuda=0" in merges[1] and "--status bench_bf16_inductor=0" in merges[1]
+    assert "--status pytest_cuda=0" in merges[-1] and "--status bench_bf16_inductor=0" in merges[-1]
     assert set(env_log.read_text().splitlines()[-1].split()) == {str(kit / "shared"), "1", "tests-on="}
     with tarfile.open(out / "acceptance.tar.gz") as archive:
         names = set(archive.getnames())
     assert {"./pytest_cuda.log", "./bench_batch.log", "./status/pytest_cuda"} <= names
     bad = subprocess.run([*script[:2], "--steps", "everything"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "--steps takes tests, bench or all" in bad.stderr
+    bad = subprocess.run([*script[:2], "--within", "9m"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "--within takes whole seconds, not '9m'" in bad.stderr
+
+
+def test_a_call_ends_within_its_limit_and_leaves_what_finished_where_told(tmp_path):
+    """--within: a device tool stops a command at its limit and brings back only
+    what its output folder holds. The steps shrink to fit the call, a step left
+    too little time is not run, and --results gets the merged report after every
+    step, so what finished comes back even if the call is stopped from outside."""
+    venv, log, _ = _fake_venv(tmp_path, slow_batch_bench=True, real_merge=True)
+    out, results = tmp_path / "out", tmp_path / "results"
+    script = ["bash", str(ROOT / "tools" / "gpu_acceptance.sh"), "--steps", "bench", "--within", "50",
+              "--results", str(results), str(out)]
+    started = time.monotonic()
+    result = subprocess.run(script, capture_output=True, text=True, env={**os.environ, "BMP_VENV": str(venv)},
+                            timeout=120)
+    assert time.monotonic() - started < 50
+    assert result.returncode == 1, result.stdout + result.stderr
+    status = {f.name: f.read_text().strip() for f in (out / "status").iterdir()}
+    assert status == {"bench_bf16": "0", "bench_batch": "124", "bench_bf16_inductor": bench_report.NOT_RUN}
+    # Its own 120 s shrunk to 50 - 10 (grace) - 20 (reserve) - what bench_bf16 and its report took.
+    budget = int(re.search(r"stopped at its budget of (\d+)s", (out / "bench_batch.log").read_text())[1])
+    assert 15 <= budget <= 20
+    merges = [c for c in log.read_text().splitlines() if c.startswith("-m bmp.bench_report ")]
+    assert len(merges) == 3 and "--status bench_bf16=0" in merges[0] and "bench_batch=" not in merges[0]
+    assert sorted(f.name for f in results.iterdir()) == [
+        "acceptance.json", "acceptance.md", "acceptance.tar.gz"]
+    table = (results / "acceptance.md").read_text()
+    assert "| bench_batch | TIMED OUT (124) |" in table
+    assert "| bench_bf16_inductor | NOT RUN (no time left in the call) |" in table
+    with tarfile.open(results / "acceptance.tar.gz") as archive:
+        assert "./bench_bf16_inductor.log" in archive.getnames()
 
 
 def test_a_cpu_rehearsal_runs_the_cuda_tests_on_the_cpu(tmp_path):

@@ -174,6 +174,10 @@ def test_kit_round_trip_installs_offline_beside_a_parent_venvs_torch(tmp_path, n
     check = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr  # the parent venv's packages are seen
     assert check.stdout.split()[1] == "2.11.0+cu130"
+    # Again on the same environment (the acceptance's call 2): nothing to build.
+    again = _ok(install_sh("--from", str(folder), BMP_VENV=str(venv), PYTHON=str(parent / "bin" / "python"),
+                           PIP_INDEX_URL=DEAD_INDEX, PIP_EXTRA_INDEX_URL=""))
+    assert "already installed from this kit" in again and "kit 1/3" not in again
 
 
 @pytest.fixture(scope="module")

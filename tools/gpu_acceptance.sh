@@ -2,11 +2,12 @@
 # GPU acceptance on a CUDA machine, in two calls of at most 9 minutes each:
 #
 #   bash tools/gpu_acceptance.sh --install KIT --steps tests [OUT]   # call 1: install, pytest -m cuda
-#   bash tools/gpu_acceptance.sh --kit KIT --steps bench [OUT]       # call 2: the benches
+#   bash tools/gpu_acceptance.sh --install KIT --steps bench [OUT]   # call 2: the benches
 #
 # (or all of it in one call: bash tools/gpu_acceptance.sh [--install KIT] [OUT]).
 #   install  `tools/install.sh --from KIT` (a kit from `tools/install.sh --kit`; keeps
-#            the machine's CUDA torch), at most INSTALL_BUDGET seconds;
+#            the machine's CUDA torch); seconds when this kit is already installed
+#            there (call 2 on a machine still warm from call 1);
 #   tests    pytest -m cuda (tests/test_cuda.py: batched = naive, bf16 ~ fp32, inductor,
 #            device paths = host paths, no host sync growing with the people);
 #   bench    bmp bench of the published config at random init, bf16, batched vs naive,
@@ -19,6 +20,12 @@
 # survives between calls on the device machine.
 #
 # --kit/--install KIT: the kit's test data (KIT/shared) becomes BMP_SHARED.
+# --within S: the whole call, report included, ends within S seconds (a device
+# tool's limit per command): each step's budget shrinks to what is left, and a
+# step with under MIN_STEP seconds left is not run (NOT RUN in the report).
+# --results DIR: after every step, acceptance.md, acceptance.json and
+# acceptance.tar.gz are copied into DIR, so a call stopped from outside keeps
+# everything up to its last finished step.
 # --device cpu: a rehearsal of the same steps without CUDA: the cuda tests run on
 # the CPU (BMP_CUDA_TESTS_DEVICE=cpu; their CUDA sync checks skip), a dry run of
 # the tests and of their report.
@@ -42,17 +49,23 @@ KIT=""
 INSTALL=0
 STEPS=all
 DEVICE=cuda
+WITHIN=0
+RESULTS=""
 while [[ ${1:-} == --* ]]; do
   case "$1" in
     --install) KIT="${2:?--install needs a kit folder}"; INSTALL=1; shift 2 ;;
     --kit) KIT="${2:?--kit needs a kit folder}"; shift 2 ;;
     --steps) STEPS="${2:?--steps needs tests, bench or all}"; shift 2 ;;
     --device) DEVICE="${2:?--device needs cuda or cpu}"; shift 2 ;;
+    --within) WITHIN="${2:?--within needs seconds}"; shift 2 ;;
+    --results) RESULTS="${2:?--results needs a folder}"; shift 2 ;;
     *) echo "gpu_acceptance: unknown option $1" >&2; exit 2 ;;
   esac
 done
 case "$STEPS" in tests | bench | all) ;; *) echo "gpu_acceptance: --steps takes tests, bench or all" >&2; exit 2 ;; esac
 case "$DEVICE" in cuda | cpu) ;; *) echo "gpu_acceptance: --device takes cuda or cpu" >&2; exit 2 ;; esac
+[[ $WITHIN =~ ^[0-9]+$ ]] || { echo "gpu_acceptance: --within takes whole seconds, not '$WITHIN'" >&2; exit 2; }
+[[ -z $RESULTS || $RESULTS == /* ]] || RESULTS="$PWD/$RESULTS"
 OUT="${1:-$ROOT/outputs/gpu_acceptance}"
 VENV="${BMP_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
@@ -67,11 +80,26 @@ fi
 # Seconds per step; a call's steps plus GRACE each stay under 540.
 declare -A BUDGETS=([install]=300 [pytest_cuda]=150 [bench_bf16]=90 [bench_batch]=120 [bench_bf16_inductor]=270)
 GRACE=10
+# With --within: what the last report and archive keep back, and the least a step may get.
+RESERVE=20
+MIN_STEP=15
 SCALE="${BUDGET_SCALE:-1}"
+NOT_RUN=not-run  # a status file's word for a step that --within left no time (bmp.bench_report.NOT_RUN)
 step() {  # step NAME COMMAND...: run it within its budget, log it to OUT/NAME.log, keep its status
   local name="$1" budget=$((BUDGETS[$1] * SCALE)) t0=$SECONDS
   shift
   rm -f "$OUT/status/$name"
+  if ((WITHIN)); then
+    local left=$((WITHIN - SECONDS - GRACE - RESERVE))
+    ((left < budget)) && budget=$left
+    if ((budget < MIN_STEP)); then
+      printf '\n[gpu acceptance] %s: not run, %s s of --within %s left\n' "$name" "$((WITHIN - SECONDS))" "$WITHIN" \
+        | tee "$OUT/$name.log"
+      echo "$NOT_RUN" >"$OUT/status/$name"
+      report
+      return 1
+    fi
+  fi
   printf '\n[gpu acceptance] %s (at most %ss): %s\n' "$name" "$budget" "$*"
   timeout -k "$GRACE" "$budget" "$@" 2>&1 | tee "$OUT/$name.log"
   local rc=${PIPESTATUS[0]}
@@ -80,7 +108,38 @@ step() {  # step NAME COMMAND...: run it within its budget, log it to OUT/NAME.l
   fi
   printf '[gpu acceptance] %s: exit %s after %s s\n' "$name" "$rc" "$((SECONDS - t0))" | tee -a "$OUT/$name.log"
   echo "$rc" >"$OUT/status/$name"
+  report
   return "$rc"
+}
+# Everything run so far, this call's steps and the other call's, merged into
+# OUT/acceptance.{json,md} and packed with the logs into OUT/acceptance.tar.gz
+# (copied to RESULTS); after every step, so that a call stopped from outside
+# keeps what finished. Sets REPORT_FAILED when the merge or the archive fails.
+REPORT_FAILED=0
+REPORTS=0
+report() {
+  local file run status=() runs=() archive
+  REPORT_FAILED=0
+  REPORTS=$((REPORTS + 1))
+  for file in "$OUT"/status/*; do
+    [[ -f $file ]] && status+=(--status "$(basename "$file")=$(<"$file")")
+  done
+  # The benches that ran: a report missing after a run is its failure.
+  for run in bf16=bench_bf16 bf16-batch=bench_batch bf16+inductor=bench_bf16_inductor; do
+    file="$OUT/status/${run#*=}"
+    [[ -f $file && $(<"$file") != "$NOT_RUN" ]] && runs+=("${run%%=*}=$OUT/${run#*=}.json")
+  done
+  "$PY" -m bmp.bench_report --out "$OUT" --pytest "$OUT/pytest_cuda.xml" "${status[@]}" "${runs[@]}" \
+    >"$OUT/report.log" 2>&1 || REPORT_FAILED=1
+  # Packed beside, then moved in: a folder that changes while tar reads it fails.
+  archive="$(mktemp "${TMPDIR:-/tmp}/acceptance.XXXXXX")"
+  tar -czf "$archive" -C "$OUT" --exclude acceptance.tar.gz . && mv "$archive" "$OUT/acceptance.tar.gz" \
+    || REPORT_FAILED=1
+  [[ -n $RESULTS ]] || return 0
+  for file in acceptance.md acceptance.json acceptance.tar.gz; do
+    [[ -f $OUT/$file ]] || continue
+    cp "$OUT/$file" "$RESULTS/$file.part" && mv "$RESULTS/$file.part" "$RESULTS/$file" || REPORT_FAILED=1
+  done
 }
 sees_device() {
   [[ $DEVICE == cpu ]] || "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null && return 0
@@ -91,10 +150,15 @@ sees_device() {
 # Refused before anything is written, unless there is an install to report on.
 ((INSTALL)) || sees_device || exit 1
 mkdir -p "$OUT/status"
+if [[ -n $RESULTS ]]; then
+  mkdir -p "$RESULTS"
+  # The same folder would copy each file onto itself.
+  [[ "$(cd "$RESULTS" && pwd -P)" == "$(cd "$OUT" && pwd -P)" ]] && RESULTS=""
+fi
 ready=1
 if ((INSTALL)); then
   step install env BMP_VENV="$VENV" bash "$ROOT/tools/install.sh" --from "$KIT" --keep-torch || ready=0
-  ((ready)) && { sees_device || { echo 1 >"$OUT/status/cuda_device"; ready=0; }; }
+  ((ready)) && { sees_device || { echo 1 >"$OUT/status/cuda_device"; ready=0; report; }; }
 fi
 if ((ready)) && ! "$PY" -c 'import av' 2>/dev/null; then
   echo "[gpu acceptance] PyAV is not installed: the video tests skip (BMP_WITHOUT_PYAV=1)"
@@ -125,22 +189,14 @@ if ((ready)) && [[ $STEPS != tests ]]; then
   step bench_bf16_inductor "${bench[@]}" --compile inductor --json "$OUT/bench_bf16_inductor.json"
 fi
 
-status=()
 failed=0
 for file in "$OUT"/status/*; do
   [[ -f $file ]] || continue
-  rc="$(<"$file")"
-  status+=(--status "$(basename "$file")=$rc")
-  ((rc == 0)) || failed=1
+  [[ $(<"$file") == 0 ]] || failed=1
 done
-# The benches that ran (in this call or the other): a report missing after a run is its failure.
-runs=()
-for run in bf16=bench_bf16 bf16-batch=bench_batch bf16+inductor=bench_bf16_inductor; do
-  [[ -f $OUT/status/${run#*=} ]] && runs+=("${run%%=*}=$OUT/${run#*=}.json")
-done
-"$PY" -m bmp.bench_report --out "$OUT" --pytest "$OUT/pytest_cuda.xml" "${status[@]}" "${runs[@]}" || failed=1
-# Packed beside, then moved in: a folder that changes while tar reads it fails.
-archive="$(mktemp "${TMPDIR:-/tmp}/acceptance.XXXXXX")"
-tar -czf "$archive" -C "$OUT" --exclude acceptance.tar.gz . && mv "$archive" "$OUT/acceptance.tar.gz" || failed=1
-echo "[gpu acceptance] results: $OUT/acceptance.md, everything in $OUT/acceptance.tar.gz"
+# Every step reports when it ends; a call that ran none (nothing ready) reports here.
+((REPORTS)) || report
+((REPORT_FAILED)) && failed=1
+if [[ -f $OUT/acceptance.md ]] && ! ((REPORT_FAILED)); then cat "$OUT/acceptance.md"; else cat "$OUT/report.log"; fi
+echo "[gpu acceptance] results: $OUT/acceptance.md, everything in $OUT/acceptance.tar.gz${RESULTS:+ (copied to $RESULTS)}"
 exit "$failed"

@@ -18,7 +18,9 @@
 #                                             # lacks, plus the test data (tools/kit.py)
 #
 # --from a kit (DIR/kit.json) installs exactly its files, with no dependency
-# resolution, next to the environment's own torch (--keep-torch is implied).
+# resolution, next to the environment's own torch (--keep-torch is implied);
+# run again on an environment that this kit installed (VENV/bmp-kit.stamp) it
+# does nothing.
 # When python3 is itself a venv (a managed image), --keep-torch makes .venv from
 # its base interpreter and links the image venv's site-packages in with a .pth
 # file: --system-site-packages alone would only see the base's packages.
@@ -266,10 +268,14 @@ mmcv_cpu_build() {
     MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$@"
 }
 
+STACK_IMPORTS='import bmp.cli, mmcv.ops, mmdet, mmpose, mmpretrain, sam2, pycocotools, xtcocotools.coco'
+# Which kit, for which checkout, the environment was last installed from.
+kit_stamp() { printf '%s %s\n' "$(sha256sum "$DIR/kit.json" | cut -d' ' -f1)" "$ROOT"; }
+
 install_kit() {
   # The kit is a resolved closure (tools/kit.py): its files go in as they are,
   # with no dependency resolution, beside the environment's own packages.
-  local plan kind file wheels=() sdists=() started=$SECONDS
+  local plan kind file wheels=() sdists=() started=$SECONDS stamp="$VENV/bmp-kit.stamp"
   plan="$("$VENV/bin/python" "$ROOT/tools/kit.py" plan "$DIR")" || exit 1
   local only=0
   while read -r kind file; do
@@ -279,6 +285,14 @@ install_kit() {
       only) only=1 ;;
     esac
   done <<<"$plan"
+  # A second call on the same machine (the GPU acceptance's call 2) must not
+  # spend minutes rebuilding mmcv.
+  if [[ -f $stamp && "$(<"$stamp")" == "$(kit_stamp)" ]] \
+    && { ((only)) || "$VENV/bin/python" -c "$STACK_IMPORTS" 2>/dev/null; }; then
+    log "already installed from this kit: $VENV ($stamp); nothing to do"
+    return
+  fi
+  rm -f "$stamp"
   log "kit 1/3: ${#wheels[@]} wheels"
   ((${#wheels[@]} == 0)) || "${PIP[@]}" --no-deps "${wheels[@]}"
   if ((${#sdists[@]})); then
@@ -302,13 +316,15 @@ install_kit() {
     log "built $(basename "$file") in $((SECONDS - t0)) s"
   done
   if ((only)); then
+    kit_stamp >"$stamp"
     log "done in $((SECONDS - started)) s: the kit $DIR (some requirements only) in $VENV"
     return
   fi
   log "kit 3/3: bmp itself (editable)"
   "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
-  "$VENV/bin/python" -c 'import bmp.cli, mmcv.ops, mmdet, mmpose, mmpretrain, sam2, pycocotools, xtcocotools.coco' \
+  "$VENV/bin/python" -c "$STACK_IMPORTS" \
     || { echo "tools/install.sh: the kit installed, but the stack does not import (above)" >&2; exit 1; }
+  kit_stamp >"$stamp"
   log "done in $((SECONDS - started)) s: the kit $DIR in $VENV (its data: BMP_SHARED=$(cd "$DIR" && pwd)/shared)"
 }
 

@@ -10,7 +10,8 @@
 #   3. acceptance call 1 (install from the kit, pytest -m cuda) with the network
 #      cut (unshare -n where it works; pip never gets an index anyway);
 #   4. the smoke tests, in the installed environment, also without the network;
-#   5. acceptance call 2 (the benches) on the CPU, at a reduced scale.
+#   5. acceptance call 2 (the benches) on the CPU, at a reduced scale; its
+#      --install finds the kit already installed and does nothing.
 # It prints the kit's size and each step's wall time, and writes them to
 # WORK/rehearsal.md.
 #
@@ -79,14 +80,18 @@ rm -rf "$VENV" "$OUT"
 # The sdists are built afresh every time, as on a new target: no wheel cache.
 export PIP_NO_CACHE_DIR=1
 export BMP_VENV="$VENV" PYTHON="$TARGET/bin/python" BUDGET_SCALE="${BUDGET_SCALE:-$(((16 + $(nproc) - 1) / $(nproc)))}"
+# --results stands for the device tool's $OUT; --within for its per-call limit, scaled.
+RESULTS="$WORK/results" WITHIN=$((540 * BUDGET_SCALE))
+rm -rf "$RESULTS"
 timed call1_install_and_cuda_tests offline bash "$ROOT/tools/gpu_acceptance.sh" --device cpu --install "$KIT" \
-  --steps tests "$OUT"
+  --steps tests --within "$WITHIN" --results "$RESULTS" "$OUT"
 timed smoke_tests offline env BMP_SHARED="$KIT/shared" BMP_WITHOUT_PYAV=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
   tests/test_structures.py tests/test_masks.py tests/test_prompts.py tests/test_pose_nms.py \
   tests/test_loop_tiny.py tests/test_pose_models.py tests/test_no_mmcv_kernels.py tests/test_eval_metrics.py \
   tests/test_downloads.py tests/test_video_io.py
 timed call2_benches offline env BENCH_ARGS="--people 1 --repeat 1 --warmup 0 --max-images 1" BATCH_SIZES=1,2 \
-  bash "$ROOT/tools/gpu_acceptance.sh" --device cpu --kit "$KIT" --steps bench "$OUT"
+  bash "$ROOT/tools/gpu_acceptance.sh" --device cpu --install "$KIT" --steps bench --within "$WITHIN" \
+  --results "$RESULTS" "$OUT"
 
 {
   echo "# Rehearsal of the GPU acceptance on $(nproc) CPU cores ($(date -u +%F))"
@@ -99,7 +104,7 @@ timed call2_benches offline env BENCH_ARGS="--people 1 --repeat 1 --warmup 0 --m
   echo "|---|---:|---:|"
   awk -F'\t' '{printf "| %s | %s | %s |\n", $1, $2, $3}' "$TIMES"
   echo
-  if [[ -f $OUT/acceptance.md ]]; then cat "$OUT/acceptance.md"; fi
+  if [[ -f $RESULTS/acceptance.md ]]; then cat "$RESULTS/acceptance.md"; fi
 } >"$WORK/rehearsal.md"
 cat "$WORK/rehearsal.md"
 awk -F'\t' '$3 != 0 {bad = 1} END {exit bad}' "$TIMES"
