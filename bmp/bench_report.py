@@ -54,6 +54,8 @@ def load_pytest(path: str | Path) -> dict[str, Any] | None:
     counts = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
     tests = []
     for case in root.iter("testcase"):
+        if case.get("name") is None:  # what pytest writes for the test it was stopped in
+            continue
         outcome, why = _outcome(case)
         tests.append({
             "test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome, "why": why,

@@ -21,8 +21,9 @@
 #
 # --kit/--install KIT: the kit's test data (KIT/shared) becomes BMP_SHARED.
 # --within S: the whole call, report included, ends within S seconds (a device
-# tool's limit per command): each step's budget shrinks to what is left, and a
-# step with under MIN_STEP seconds left is not run (NOT RUN in the report).
+# tool's limit per command; default 540 with --steps tests or bench, none for
+# all): each step's budget shrinks to what is left, and a step with under
+# MIN_STEP seconds left is not run (NOT RUN in the report).
 # --results DIR: after every step, acceptance.md, acceptance.json and
 # acceptance.tar.gz are copied into DIR, so a call stopped from outside keeps
 # everything up to its last finished step.
@@ -36,12 +37,13 @@
 # rehearsal machines). PyAV is optional here: without it the video tests skip.
 #
 # Time budget: each step runs under `timeout` with its own limit (BUDGETS below,
-# plus GRACE to stop it); a step that overruns is reported as TIMED OUT and the
-# next one starts. Call 1: 300 + 150 s, call 2: 90 + 120 + 270 s, each plus
-# grace and the merge, under 540 s. Compiling is the least predictable (every
-# new pose batch shape recompiles), so it gets the most; a bench stopped at its
-# budget still leaves what it finished (bmp bench rewrites its --json report
-# after every input).
+# cut to what --within leaves, plus GRACE to stop it); a step that overruns is
+# stopped with SIGINT, reported as TIMED OUT, and the next one starts. Call 1:
+# install at most 300 s, the cuda tests the rest (at most 360); call 2: 90 +
+# 120 s, then compiling the rest (at most 400): it is the least predictable
+# (every new pose batch shape recompiles). A step stopped at its budget still
+# leaves what it finished: pytest writes its junit file on SIGINT, and bmp
+# bench rewrites its --json report after every input.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,7 +51,7 @@ KIT=""
 INSTALL=0
 STEPS=all
 DEVICE=cuda
-WITHIN=0
+WITHIN=""
 RESULTS=""
 while [[ ${1:-} == --* ]]; do
   case "$1" in
@@ -64,7 +66,8 @@ while [[ ${1:-} == --* ]]; do
 done
 case "$STEPS" in tests | bench | all) ;; *) echo "gpu_acceptance: --steps takes tests, bench or all" >&2; exit 2 ;; esac
 case "$DEVICE" in cuda | cpu) ;; *) echo "gpu_acceptance: --device takes cuda or cpu" >&2; exit 2 ;; esac
-[[ $WITHIN =~ ^[0-9]+$ ]] || { echo "gpu_acceptance: --within takes whole seconds, not '$WITHIN'" >&2; exit 2; }
+[[ -z $WITHIN || $WITHIN =~ ^[0-9]+$ ]] \
+  || { echo "gpu_acceptance: --within takes whole seconds, not '$WITHIN'" >&2; exit 2; }
 [[ -z $RESULTS || $RESULTS == /* ]] || RESULTS="$PWD/$RESULTS"
 OUT="${1:-$ROOT/outputs/gpu_acceptance}"
 VENV="${BMP_VENV:-$ROOT/.venv}"
@@ -77,13 +80,18 @@ if [[ -n $KIT ]]; then
   [[ -d $KIT/shared ]] && export BMP_SHARED="$KIT/shared"
 fi
 
-# Seconds per step; a call's steps plus GRACE each stay under 540.
-declare -A BUDGETS=([install]=300 [pytest_cuda]=150 [bench_bf16]=90 [bench_batch]=120 [bench_bf16_inductor]=270)
+# Each step's most seconds; the call's --within (default 540 s for each of the two
+# calls) shares out what is left, so a quick install leaves the cuda tests more.
+declare -A BUDGETS=([install]=300 [pytest_cuda]=360 [bench_bf16]=90 [bench_batch]=120 [bench_bf16_inductor]=400)
 GRACE=10
 # With --within: what the last report and archive keep back, and the least a step may get.
 RESERVE=20
 MIN_STEP=15
 SCALE="${BUDGET_SCALE:-1}"
+if [[ -z $WITHIN ]]; then
+  WITHIN=0
+  [[ $STEPS == all ]] || WITHIN=$((540 * SCALE))
+fi
 NOT_RUN=not-run  # a status file's word for a step that --within left no time (bmp.bench_report.NOT_RUN)
 step() {  # step NAME COMMAND...: run it within its budget, log it to OUT/NAME.log, keep its status
   local name="$1" budget=$((BUDGETS[$1] * SCALE)) t0=$SECONDS
@@ -101,7 +109,8 @@ step() {  # step NAME COMMAND...: run it within its budget, log it to OUT/NAME.l
     fi
   fi
   printf '\n[gpu acceptance] %s (at most %ss): %s\n' "$name" "$budget" "$*"
-  timeout -k "$GRACE" "$budget" "$@" 2>&1 | tee "$OUT/$name.log"
+  # SIGINT first: pytest then still writes its junit file, and a bench its report.
+  timeout -s INT -k "$GRACE" "$budget" "$@" 2>&1 | tee "$OUT/$name.log"
   local rc=${PIPESTATUS[0]}
   if ((rc == 124 || rc == 137)); then
     printf '[gpu acceptance] %s: stopped at its budget of %ss\n' "$name" "$budget" | tee -a "$OUT/$name.log"
