@@ -223,18 +223,19 @@ def test_a_call_ends_within_its_limit_and_leaves_what_finished_where_told(tmp_pa
     step, so what finished comes back even if the call is stopped from outside."""
     venv, log, _ = _fake_venv(tmp_path, slow_batch_bench=True, real_merge=True)
     out, results = tmp_path / "out", tmp_path / "results"
-    script = ["bash", str(ROOT / "tools" / "gpu_acceptance.sh"), "--steps", "bench", "--within", "50",
+    script = ["bash", str(ROOT / "tools" / "gpu_acceptance.sh"), "--steps", "bench", "--within", "60",
               "--results", str(results), str(out)]
     started = time.monotonic()
     result = subprocess.run(script, capture_output=True, text=True, env={**os.environ, "BMP_VENV": str(venv)},
                             timeout=120)
-    assert time.monotonic() - started < 50
+    assert time.monotonic() - started < 60
     assert result.returncode == 1, result.stdout + result.stderr
     status = {f.name: f.read_text().strip() for f in (out / "status").iterdir()}
     assert status == {"bench_bf16": "0", "bench_batch": "124", "bench_bf16_inductor": bench_report.NOT_RUN}
-    # Its own 120 s shrunk to 50 - 10 (grace) - 20 (reserve) - what bench_bf16 and its report took.
+    # Its own 120 s shrunk to 60 - 10 (grace) - 20 (reserve) - what bench_bf16 and its report took
+    # (up to 15 s on a busy machine before bench_batch would be NOT RUN instead).
     budget = int(re.search(r"stopped at its budget of (\d+)s", (out / "bench_batch.log").read_text())[1])
-    assert 15 <= budget <= 20
+    assert 15 <= budget <= 30
     merges = [c for c in log.read_text().splitlines() if c.startswith("-m bmp.bench_report ")]
     assert len(merges) == 3 and "--status bench_bf16=0" in merges[0] and "bench_batch=" not in merges[0]
     assert sorted(f.name for f in results.iterdir()) == [

@@ -133,6 +133,22 @@ def test_plan_checks_every_file_against_the_manifest(tmp_path, capsys):
     assert "not the file kit.json names" in capsys.readouterr().err
 
 
+def test_the_wheelhouse_takes_its_sdists_and_their_needs_from_the_kit(capsys):
+    """install.sh --wheelhouse asks kit.py for what is built on the target: one
+    list, each name pinned by constraints.txt to the tested version."""
+    assert kit.main(["built-on-target"]) == 0
+    names = capsys.readouterr().out.split()
+    assert names == list(kit.BUILT_ON_TARGET) and set(names) <= set(kit.pins())
+    assert kit.main(["built-on-target", "--needs"]) == 0
+    needs = {kit.canonicalize_name(kit.Requirement(line).name): kit.Requirement(line).specifier
+             for line in capsys.readouterr().out.splitlines()}
+    assert not set(needs) & {*names, "torch", "torchvision", "opencv-python"}
+    assert {"mmengine", "portalocker", "cython", "hydra-core"} <= set(needs)
+    assert needs["numpy"] == kit.SpecifierSet(">=1.20,>=1.24.4,>=1.8.1")  # merged, one line a name
+    install = (ROOT / "tools" / "install.sh").read_text()
+    assert "kit.py\" built-on-target" in install and "mmcv==2.1.0\" \"xtcocotools" not in install
+
+
 def test_kit_options_are_checked(tmp_path):
     for args in (["--kit", str(tmp_path / "k")], ["--target", str(SHIPPED_TARGET)]):
         result = install_sh(*args)

@@ -115,14 +115,9 @@ fi
 
 # The stack, for the wheelhouse (the install steps below name the same pins).
 TORCH_REQS=("torch===2.13.0" "torchvision==0.28.0")
-# Built on the target: C extensions against its torch/numpy (mmcv, xtcocotools),
-# or published as sdists only.
-SDISTS=("mmcv==2.1.0" "xtcocotools==1.14.3" "chumpy==0.70" "sam2==1.1.0" "iopath==0.1.10"
-        "antlr4-python3-runtime==4.9.3")
-# The sdists' own dependencies (an sdist's metadata does not list them), less
-# torch and hydra-core (below).
-SDIST_DEPS=(addict "mmengine==0.10.7" numpy packaging pillow pyyaml yapf "setuptools<81" cython
-            matplotlib "scipy>=0.13" "six>=1.11" "tqdm>=4.66.1" typing_extensions portalocker)
+# The sdists built on the target (C extensions against its torch/numpy, or
+# sdist-only) and their own dependencies, which an sdist's metadata does not list,
+# are tools/kit.py's BUILT_ON_TARGET: build_wheelhouse asks it.
 # Wheels fetched without their dependencies, because those include torch or an
 # sdist above; their other dependencies are read from the wheels' metadata.
 NODEPS=("mmpose==1.3.2" ultralytics ultralytics-thop "hydra-core>=1.3.2,<1.4" "omegaconf>=2.2,<2.4")
@@ -180,27 +175,36 @@ build_wheelhouse() {
     return
   fi
 
+  local sdists sdist_needs
+  sdists="$("$PYTHON" "$ROOT/tools/kit.py" built-on-target)" || exit 1
+  sdist_needs="$("$PYTHON" "$ROOT/tools/kit.py" built-on-target --needs)" || exit 1
+  mapfile -t sdists <<<"$sdists"
+  mapfile -t sdist_needs <<<"$sdist_needs"
+
   log "1/3 sdists built on the target"
   # pip reads each sdist's metadata even with --no-deps: xtcocotools' setup.py
   # imports numpy and mmcv's pkg_resources, so a helper env provides them.
   "$PYTHON" -m venv "$TMP/helper"
   "$TMP/helper/bin/python" -m pip install -q --progress-bar off "setuptools<81" wheel numpy cython
   SAM2_BUILD_CUDA=0 "$TMP/helper/bin/python" -m pip download --progress-bar off --dest "$DIR" \
-    --no-deps --no-binary :all: --no-build-isolation "${SDISTS[@]}"
+    --no-deps --no-binary :all: --no-build-isolation "${sdists[@]}"
 
   log "2/3 wheels whose dependencies include torch or an sdist"
   mkdir -p "$TMP/nodeps"
   "$PYTHON" -m pip download --progress-bar off --dest "$TMP/nodeps" --no-deps --only-binary :all: \
     "${target[@]}" "${NODEPS[@]}"
   cp "$TMP/nodeps"/*.whl "$DIR"/
-  local names=(torch torchvision mmpose ultralytics ultralytics-thop hydra-core omegaconf)
-  for req in "${SDISTS[@]}"; do names+=("${req%%[=<>]*}"); done
-  local deps
+  local names=(torch torchvision mmpose ultralytics ultralytics-thop hydra-core omegaconf "${sdists[@]}")
+  local deps req
   deps="$(SKIP="${names[*]}" wheel_dependencies "$TMP/nodeps"/*.whl)"
   mapfile -t deps <<<"$deps"
+  # hydra-core, which sam2 needs, came with step 2.
+  for req in "${sdist_needs[@]}"; do
+    [[ " ${names[*]} " == *" ${req%%[=<>!~]*} "* ]] || deps+=("$req")
+  done
 
   log "3/3 binary wheels with their dependencies"
-  local reqs=("${BINARY[@]}" "${SDIST_DEPS[@]}" "${deps[@]}")
+  local reqs=("${BINARY[@]}" "${deps[@]}")
   ((KEEP_TORCH)) || reqs+=("${TORCH_REQS[@]}")
   "${download[@]}" --only-binary :all: "${target[@]}" "${reqs[@]}"
   log "done: $(find "$DIR" -maxdepth 1 -type f | wc -l) files in $DIR; install there with: bash tools/install.sh --from DIR${TARGET_PY:+ (Python $TARGET_PY)}"

@@ -5,6 +5,7 @@ air-gapped machine.
 
     python tools/kit.py build --target tools/targets/h200-cuda13-py312.txt --out DIR
     python tools/kit.py plan DIR        # the install order, for tools/install.sh --from DIR
+    python tools/kit.py built-on-target [--needs]   # the sdists, for tools/install.sh --wheelhouse
 
 (``bash tools/install.sh --kit DIR --target FILE`` runs ``build``.)
 
@@ -408,6 +409,23 @@ def plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def built_on_target(args: argparse.Namespace) -> int:
+    """BUILT_ON_TARGET for ``tools/install.sh --wheelhouse``, one name a line in
+    install order (constraints.txt pins them); ``--needs``: what they need instead,
+    less each other, torch and what PROVIDED_BY covers, one merged requirement a name."""
+    if not args.needs:
+        print(*BUILT_ON_TARGET, sep="\n")
+        return 0
+    skip = {*BUILT_ON_TARGET, *TARGET_MUST_HAVE, *PROVIDED_BY}
+    needs: dict[str, SpecifierSet] = {}
+    for requirement in (Requirement(r) for reqs in BUILT_ON_TARGET.values() for r in reqs):
+        name = canonicalize_name(requirement.name)
+        if name not in skip:
+            needs[name] = needs.get(name, SpecifierSet()) & requirement.specifier
+    print(*(f"{name}{spec}" for name, spec in needs.items()), sep="\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools/kit.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -424,9 +442,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="space-separated requirements instead of bmp's (tests; default: $BMP_INSTALL_ONLY)")
     p = sub.add_parser("plan", help="print the install order of a kit, checking its files")
     p.add_argument("kit")
+    s = sub.add_parser("built-on-target", help="print the sdists built on the target, in install order")
+    s.add_argument("--needs", action="store_true", help="print what they need instead")
     args = parser.parse_args(argv)
     try:
-        return build(args) if args.command == "build" else plan(args)
+        return {"build": build, "plan": plan, "built-on-target": built_on_target}[args.command](args)
     except KitError as e:
         print(f"tools/kit.py: {e}", file=sys.stderr)
         return 2
