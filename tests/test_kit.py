@@ -147,6 +147,29 @@ def test_the_wheelhouse_takes_its_sdists_and_their_needs_from_the_kit(capsys):
     assert needs["numpy"] == kit.SpecifierSet(">=1.20,>=1.24.4,>=1.8.1")  # merged, one line a name
     install = (ROOT / "tools" / "install.sh").read_text()
     assert "kit.py\" built-on-target" in install and "mmcv==2.1.0\" \"xtcocotools" not in install
+    assert "kit.py\" fetch-sdists" in install and "helper" not in install  # one helper venv: kit.py's
+
+
+def test_the_sdists_are_fetched_at_their_pins_through_the_helper(tmp_path, monkeypatch, capsys):
+    made, asked = [], []
+
+    def make_helper(path):
+        made.append(path)
+        return path
+
+    def pip_fetcher(dest, python, platforms, helper):
+        def fetch(requirements, sdists):
+            asked.append((requirements, sdists, helper))
+            return [dest / "mmcv-2.1.0.tar.gz"]
+        return fetch
+
+    monkeypatch.setattr(kit, "make_helper", make_helper)
+    monkeypatch.setattr(kit, "pip_fetcher", pip_fetcher)
+    assert kit.main(["fetch-sdists", str(tmp_path / "house")]) == 0
+    pinned = kit.pins()
+    assert asked == [([f"{n}{pinned[n]}" for n in kit.BUILT_ON_TARGET], True, made[0])]
+    assert "mmcv==2.1.0" in asked[0][0] and (tmp_path / "house").is_dir()
+    assert capsys.readouterr().out == "mmcv-2.1.0.tar.gz\n"
 
 
 def test_kit_options_are_checked(tmp_path):

@@ -182,12 +182,7 @@ build_wheelhouse() {
   mapfile -t sdist_needs <<<"$sdist_needs"
 
   log "1/3 sdists built on the target"
-  # pip reads each sdist's metadata even with --no-deps: xtcocotools' setup.py
-  # imports numpy and mmcv's pkg_resources, so a helper env provides them.
-  "$PYTHON" -m venv "$TMP/helper"
-  "$TMP/helper/bin/python" -m pip install -q --progress-bar off "setuptools<81" wheel numpy cython
-  SAM2_BUILD_CUDA=0 "$TMP/helper/bin/python" -m pip download --progress-bar off --dest "$DIR" \
-    --no-deps --no-binary :all: --no-build-isolation "${sdists[@]}"
+  "$PYTHON" "$ROOT/tools/kit.py" fetch-sdists "$DIR" || exit 1
 
   log "2/3 wheels whose dependencies include torch or an sdist"
   mkdir -p "$TMP/nodeps"

@@ -6,6 +6,7 @@ air-gapped machine.
     python tools/kit.py build --target tools/targets/h200-cuda13-py312.txt --out DIR
     python tools/kit.py plan DIR        # the install order, for tools/install.sh --from DIR
     python tools/kit.py built-on-target [--needs]   # the sdists, for tools/install.sh --wheelhouse
+    python tools/kit.py fetch-sdists DIR            # and their files, at constraints.txt's pins
 
 (``bash tools/install.sh --kit DIR --target FILE`` runs ``build``.)
 
@@ -426,6 +427,21 @@ def built_on_target(args: argparse.Namespace) -> int:
     return 0
 
 
+def fetch_sdists(args: argparse.Namespace) -> int:
+    """BUILT_ON_TARGET's sdists at constraints.txt's pins into ``args.dest``, through
+    the same helper venv ``build`` uses (for ``tools/install.sh --wheelhouse``)."""
+    dest = Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    pinned = pins()
+    requirements = [f"{name}{pinned.get(name, '')}" for name in BUILT_ON_TARGET]
+    with tempfile.TemporaryDirectory() as tmp:
+        # An sdist has no Python or platform tag to ask for.
+        fetch = pip_fetcher(dest, "", [], make_helper(Path(tmp) / "helper"))
+        files = fetch(requirements, True)
+    print(*(path.name for path in files), sep="\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools/kit.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -444,11 +460,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("kit")
     s = sub.add_parser("built-on-target", help="print the sdists built on the target, in install order")
     s.add_argument("--needs", action="store_true", help="print what they need instead")
+    f = sub.add_parser("fetch-sdists", help="download the sdists built on the target, pinned, into DEST")
+    f.add_argument("dest")
     args = parser.parse_args(argv)
     try:
-        return {"build": build, "plan": plan, "built-on-target": built_on_target}[args.command](args)
+        commands = {"build": build, "plan": plan, "built-on-target": built_on_target,
+                    "fetch-sdists": fetch_sdists}
+        return commands[args.command](args)
     except KitError as e:
         print(f"tools/kit.py: {e}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as e:  # the helper venv; pip said why above
+        print(f"tools/kit.py: {' '.join(map(str, e.cmd))} failed with exit {e.returncode}", file=sys.stderr)
         return 2
 
 
