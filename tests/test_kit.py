@@ -172,6 +172,23 @@ def test_the_sdists_are_fetched_at_their_pins_through_the_helper(tmp_path, monke
     assert capsys.readouterr().out == "mmcv-2.1.0.tar.gz\n"
 
 
+def test_wheel_needs_reads_the_wheels_for_the_target_less_what_is_skipped(tmp_path, capsys):
+    """install.sh --wheelhouse reads its step-2 wheels' dependencies through kit.py."""
+    mmpose = ["numpy", "Torch>=1.8", "chumpy; python_version < '3.11'",
+              "json-tricks>=3.15; python_version >= '3.11'"]
+    hydra = ["omegaconf<2.4,>=2.2", "pywin32; sys_platform == 'win32'", "rich; extra == 'dev'",
+             "arm-only; platform_machine == 'aarch64'"]
+    wheels = [_wheel(tmp_path, "mmpose", "1.3.2", mmpose), _wheel(tmp_path, "hydra-core", "1.3.8", hydra)]
+    args = ["wheel-needs", "--python", "3.12.0", "--skip", "torch omegaconf", *map(str, wheels)]
+    assert kit.main(args) == 0
+    assert capsys.readouterr().out.splitlines() == ["numpy", "json-tricks>=3.15"]
+    assert kit.main([*args[:2], "3.10.0", "--machine", "aarch64", "--skip", "", *map(str, wheels)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["numpy", "Torch>=1.8", "chumpy", "omegaconf<2.4,>=2.2",
+                                                    "arm-only"]
+    install = (ROOT / "tools" / "install.sh").read_text()
+    assert "kit.py\" wheel-needs" in install and "Requires-Dist" not in install  # one reader: kit.py's
+
+
 def test_kit_options_are_checked(tmp_path):
     for args in (["--kit", str(tmp_path / "k")], ["--target", str(SHIPPED_TARGET)]):
         result = install_sh(*args)

@@ -125,33 +125,6 @@ NODEPS=("mmpose==1.3.2" ultralytics ultralytics-thop "hydra-core>=1.3.2,<1.4" "o
 BINARY=("setuptools<81" wheel ninja numpy opencv-python-headless pycocotools "mmengine==0.10.7" cython
         tqdm "av>=14" "huggingface_hub>=0.23" "mmdet==3.3.0" "mmpretrain==1.2.0" "pytest>=7" "ruff>=0.5")
 
-wheel_dependencies() {
-  # Requires-Dist of the given wheels for the target (markers evaluated for its
-  # Python on Linux), minus the names in $SKIP.
-  "$PYTHON" - "$@" <<'PY'
-import os, sys, zipfile
-from pip._vendor.packaging.requirements import Requirement
-from pip._vendor.packaging.utils import canonicalize_name
-
-skip = {canonicalize_name(n) for n in os.environ["SKIP"].split()}
-env = {"python_version": os.environ["TARGET_PY"], "python_full_version": os.environ["TARGET_PY"] + ".0",
-       "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
-       "platform_machine": os.environ["TARGET_MACHINE"], "implementation_name": "cpython",
-       "platform_python_implementation": "CPython", "extra": ""}
-for path in sys.argv[1:]:
-    with zipfile.ZipFile(path) as wheel:
-        name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
-        lines = wheel.read(name).decode().splitlines()
-    for line in lines:
-        if not line.startswith("Requires-Dist:"):
-            continue
-        req = Requirement(line.split(":", 1)[1].strip())
-        if canonicalize_name(req.name) in skip or (req.marker and not req.marker.evaluate(env)):
-            continue
-        print(f"{req.name}{req.specifier}")
-PY
-}
-
 build_wheelhouse() {
   mkdir -p "$DIR"
   DIR="$(cd "$DIR" && pwd)"
@@ -164,9 +137,9 @@ build_wheelhouse() {
     [[ -n $TARGET_PY ]] && target+=(--python-version "$TARGET_PY" --implementation cp)
     for tag in "${PLATFORMS[@]}"; do target+=(--platform "$tag"); done
   fi
-  export TARGET_PY="${TARGET_PY:-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}"
-  export TARGET_MACHINE=x86_64
-  [[ " ${PLATFORMS[*]} " == *aarch64* ]] && TARGET_MACHINE=aarch64
+  TARGET_PY="${TARGET_PY:-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}"
+  local machine=x86_64
+  [[ " ${PLATFORMS[*]} " == *aarch64* ]] && machine=aarch64
   local download=("$PYTHON" -m pip download --progress-bar off --dest "$DIR")
   log "wheelhouse $DIR for Python $TARGET_PY${PLATFORMS:+ on ${PLATFORMS[*]}}"
   if [[ -n ${BMP_INSTALL_ONLY:-} ]]; then
@@ -191,7 +164,8 @@ build_wheelhouse() {
   cp "$TMP/nodeps"/*.whl "$DIR"/
   local names=(torch torchvision mmpose ultralytics ultralytics-thop hydra-core omegaconf "${sdists[@]}")
   local deps req
-  deps="$(SKIP="${names[*]}" wheel_dependencies "$TMP/nodeps"/*.whl)"
+  deps="$("$PYTHON" "$ROOT/tools/kit.py" wheel-needs --python "$TARGET_PY.0" --machine "$machine" \
+    --skip "${names[*]}" "$TMP/nodeps"/*.whl)" || exit 1
   mapfile -t deps <<<"$deps"
   # hydra-core, which sam2 needs, came with step 2.
   for req in "${sdist_needs[@]}"; do

@@ -7,6 +7,7 @@ air-gapped machine.
     python tools/kit.py plan DIR        # the install order, for tools/install.sh --from DIR
     python tools/kit.py built-on-target [--needs]   # the sdists, for tools/install.sh --wheelhouse
     python tools/kit.py fetch-sdists DIR            # and their files, at constraints.txt's pins
+    python tools/kit.py wheel-needs --python X.Y.Z WHEEL...  # what those wheels need there
 
 (``bash tools/install.sh --kit DIR --target FILE`` runs ``build``.)
 
@@ -130,12 +131,6 @@ class Target:
             return not any(s.operator in UPPER_BOUNDS for s in spec)
         return spec.contains(version, prereleases=True)
 
-    def marker_env(self, machine: str) -> dict[str, str]:
-        return {"python_version": ".".join(self.python.split(".")[:2]), "python_full_version": self.python,
-                "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
-                "platform_machine": machine, "implementation_name": "cpython",
-                "platform_python_implementation": "CPython", "extra": ""}
-
 
 @dataclass
 class Picked:
@@ -177,6 +172,14 @@ def file_name_version(path: Path) -> tuple[str, str]:
     return canonicalize_name(name), str(version)
 
 
+def marker_env(python: str, machine: str) -> dict[str, str]:
+    """The environment markers of CPython ``python`` (X.Y.Z) on Linux ``machine``."""
+    return {"python_version": ".".join(python.split(".")[:2]), "python_full_version": python,
+            "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+            "platform_machine": machine, "implementation_name": "cpython",
+            "platform_python_implementation": "CPython", "extra": ""}
+
+
 def wheel_requirements(path: Path) -> list[str]:
     with zipfile.ZipFile(path) as wheel:
         meta = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
@@ -198,7 +201,7 @@ class Walk:
     left_out: dict[str, str] = field(default_factory=lambda: dict(LEFT_OUT))
 
     def run(self, roots: Iterable[tuple[str, str]]) -> None:
-        env = self.target.marker_env(self.machine)
+        env = marker_env(self.target.python, self.machine)
         queue: deque[tuple[Requirement, str]] = deque((Requirement(r), why) for r, why in roots)
         while queue:
             # One level at a time: the requirements of a level are fetched together.
@@ -442,6 +445,21 @@ def fetch_sdists(args: argparse.Namespace) -> int:
     return 0
 
 
+def wheel_needs(args: argparse.Namespace) -> int:
+    """The requirements of ``args.wheels`` that apply to CPython ``args.python`` on
+    Linux ``args.machine``, less the names in ``args.skip``, one a line (for
+    ``tools/install.sh --wheelhouse``)."""
+    env = marker_env(args.python, args.machine)
+    skip = {canonicalize_name(name) for name in args.skip.split()}
+    for path in args.wheels:
+        for requirement in map(Requirement, wheel_requirements(Path(path))):
+            if canonicalize_name(requirement.name) in skip:
+                continue
+            if requirement.marker is None or requirement.marker.evaluate(env):
+                print(f"{requirement.name}{requirement.specifier}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools/kit.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -462,10 +480,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--needs", action="store_true", help="print what they need instead")
     f = sub.add_parser("fetch-sdists", help="download the sdists built on the target, pinned, into DEST")
     f.add_argument("dest")
+    w = sub.add_parser("wheel-needs", help="print what the given wheels need on the target")
+    w.add_argument("--python", required=True, help="the target's X.Y.Z")
+    w.add_argument("--machine", default="x86_64", help="its platform_machine (default x86_64)")
+    w.add_argument("--skip", default="", help="space-separated names to leave out")
+    w.add_argument("wheels", nargs="+")
     args = parser.parse_args(argv)
     try:
         commands = {"build": build, "plan": plan, "built-on-target": built_on_target,
-                    "fetch-sdists": fetch_sdists}
+                    "fetch-sdists": fetch_sdists, "wheel-needs": wheel_needs}
         return commands[args.command](args)
     except KitError as e:
         print(f"tools/kit.py: {e}", file=sys.stderr)
