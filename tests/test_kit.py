@@ -189,6 +189,14 @@ def test_wheel_needs_reads_the_wheels_for_the_target_less_what_is_skipped(tmp_pa
     assert "kit.py\" wheel-needs" in install and "Requires-Dist" not in install  # one reader: kit.py's
 
 
+def test_the_wheelhouse_and_the_kit_default_to_one_list_of_platforms(capsys):
+    assert kit.main(["default-platforms"]) == 0
+    assert capsys.readouterr().out.splitlines() == kit.DEFAULT_PLATFORMS
+    assert "manylinux2014_x86_64" in kit.DEFAULT_PLATFORMS
+    install = (ROOT / "tools" / "install.sh").read_text()
+    assert "kit.py\" default-platforms" in install and "manylinux2014_x86_64" not in install
+
+
 def test_kit_options_are_checked(tmp_path):
     for args in (["--kit", str(tmp_path / "k")], ["--target", str(SHIPPED_TARGET)]):
         result = install_sh(*args)

@@ -43,7 +43,7 @@ Options:
                      the target (mmcv, xtcocotools, chumpy, sam2, iopath, antlr4), into DIR
   --python X.Y       with --wheelhouse: the target's Python (default: this machine's)
   --platform TAG     with --wheelhouse: a target wheel platform, repeatable
-                     (default with --python: manylinux_2_17..2_28 and manylinux2014, x86_64)
+                     (default with --python: those tools/kit.py default-platforms prints)
   --from DIR         install from DIR only (pip --no-index --find-links DIR)
   --keep-torch       keep the torch/torchvision the environment already has (a new venv
                      then sees the system's site-packages); with --wheelhouse: leave them out
@@ -131,8 +131,9 @@ build_wheelhouse() {
   local target=()
   if [[ -n $TARGET_PY || ${#PLATFORMS[@]} -gt 0 ]]; then
     if ((${#PLATFORMS[@]} == 0)); then
-      for minor in $(seq 17 28); do PLATFORMS+=("manylinux_2_${minor}_x86_64"); done
-      PLATFORMS+=(manylinux2014_x86_64)
+      local platforms
+      platforms="$("$PYTHON" "$ROOT/tools/kit.py" default-platforms)" || exit 1
+      mapfile -t PLATFORMS <<<"$platforms"
     fi
     [[ -n $TARGET_PY ]] && target+=(--python-version "$TARGET_PY" --implementation cp)
     for tag in "${PLATFORMS[@]}"; do target+=(--platform "$tag"); done

@@ -460,6 +460,12 @@ def wheel_needs(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_platforms(args: argparse.Namespace) -> int:
+    """DEFAULT_PLATFORMS, one tag a line, for ``tools/install.sh --wheelhouse --python``."""
+    print(*DEFAULT_PLATFORMS, sep="\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools/kit.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -485,10 +491,12 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--machine", default="x86_64", help="its platform_machine (default x86_64)")
     w.add_argument("--skip", default="", help="space-separated names to leave out")
     w.add_argument("wheels", nargs="+")
+    sub.add_parser("default-platforms", help="print the wheel platforms a target gets when none is given")
     args = parser.parse_args(argv)
     try:
         commands = {"build": build, "plan": plan, "built-on-target": built_on_target,
-                    "fetch-sdists": fetch_sdists, "wheel-needs": wheel_needs}
+                    "fetch-sdists": fetch_sdists, "wheel-needs": wheel_needs,
+                    "default-platforms": default_platforms}
         return commands[args.command](args)
     except KitError as e:
         print(f"tools/kit.py: {e}", file=sys.stderr)
