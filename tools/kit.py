@@ -8,6 +8,7 @@ air-gapped machine.
     python tools/kit.py built-on-target [--needs]   # the sdists, for tools/install.sh --wheelhouse
     python tools/kit.py fetch-sdists DIR            # and their files, at constraints.txt's pins
     python tools/kit.py wheel-needs --python X.Y.Z WHEEL...  # what those wheels need there
+    python tools/kit.py default-platforms           # the wheel platforms when none is given
 
 (``bash tools/install.sh --kit DIR --target FILE`` runs ``build``.)
 
@@ -180,6 +181,11 @@ def marker_env(python: str, machine: str) -> dict[str, str]:
             "platform_python_implementation": "CPython", "extra": ""}
 
 
+def applies(requirement: Requirement, env: dict[str, str]) -> bool:
+    """Whether ``requirement``'s marker, if any, holds in ``env`` (see marker_env)."""
+    return requirement.marker is None or requirement.marker.evaluate(env)
+
+
 def wheel_requirements(path: Path) -> list[str]:
     with zipfile.ZipFile(path) as wheel:
         meta = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
@@ -208,7 +214,7 @@ class Walk:
             wanted: dict[str, tuple[SpecifierSet, list[str]]] = {}
             for _ in range(len(queue)):
                 req, why = queue.popleft()
-                if req.marker is not None and not req.marker.evaluate(env):
+                if not applies(req, env):
                     continue
                 name = canonicalize_name(req.name)
                 spec = req.specifier & self.pins.get(name, SpecifierSet())
@@ -453,9 +459,7 @@ def wheel_needs(args: argparse.Namespace) -> int:
     skip = {canonicalize_name(name) for name in args.skip.split()}
     for path in args.wheels:
         for requirement in map(Requirement, wheel_requirements(Path(path))):
-            if canonicalize_name(requirement.name) in skip:
-                continue
-            if requirement.marker is None or requirement.marker.evaluate(env):
+            if canonicalize_name(requirement.name) not in skip and applies(requirement, env):
                 print(f"{requirement.name}{requirement.specifier}")
     return 0
 
