@@ -11,6 +11,8 @@ import ast
 import importlib.metadata
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -179,14 +181,48 @@ def test_wheel_needs_reads_the_wheels_for_the_target_less_what_is_skipped(tmp_pa
     hydra = ["omegaconf<2.4,>=2.2", "pywin32; sys_platform == 'win32'", "rich; extra == 'dev'",
              "arm-only; platform_machine == 'aarch64'"]
     wheels = [_wheel(tmp_path, "mmpose", "1.3.2", mmpose), _wheel(tmp_path, "hydra-core", "1.3.8", hydra)]
-    args = ["wheel-needs", "--python", "3.12.0", "--skip", "torch omegaconf", *map(str, wheels)]
+    args = ["wheel-needs", "--python", "3.12.0", "--platform", "manylinux_2_17_x86_64",
+            "--skip", "torch omegaconf", *map(str, wheels)]
     assert kit.main(args) == 0
     assert capsys.readouterr().out.splitlines() == ["numpy", "json-tricks>=3.15"]
-    assert kit.main([*args[:2], "3.10.0", "--machine", "aarch64", "--skip", "", *map(str, wheels)]) == 0
+    aarch64 = ["--platform", "manylinux_2_28_aarch64", "--platform", "manylinux2014_aarch64"]
+    assert kit.main([*args[:2], "3.10.0", *aarch64, "--skip", "", *map(str, wheels)]) == 0
     assert capsys.readouterr().out.splitlines() == ["numpy", "Torch>=1.8", "chumpy", "omegaconf<2.4,>=2.2",
                                                     "arm-only"]
     install = (ROOT / "tools" / "install.sh").read_text()
     assert "kit.py\" wheel-needs" in install and "Requires-Dist" not in install  # one reader: kit.py's
+    assert "aarch64" not in install  # and one reading of a platform's machine: kit.py's
+
+
+def test_the_platform_tags_name_the_machine_whose_markers_the_kit_follows(tmp_path, monkeypatch):
+    assert kit.machine_of(kit.DEFAULT_PLATFORMS) == "x86_64"
+    assert kit.machine_of(["manylinux_2_28_aarch64", "manylinux2014_aarch64", "musllinux_1_2_aarch64"]) \
+        == "aarch64"
+    assert kit.machine_of([]) == platform.machine()
+    with pytest.raises(kit.KitError, match=r"tags for 2 machines \(aarch64, x86_64\)"):
+        kit.machine_of(["manylinux2014_aarch64", "manylinux2014_x86_64"])
+    with pytest.raises(kit.KitError, match="--platform win_amd64: not a Linux wheel platform tag"):
+        kit.machine_of(["win_amd64"])
+    # build walks with that machine: each kit brings what its machine's markers ask for.
+    index = tmp_path / "index"
+    index.mkdir()
+    wheels = {name: _wheel(index, name, "1.0", reqs) for name, reqs in {
+        "mmfoo": ["armdep; platform_machine == 'aarch64'", "x86dep; platform_machine == 'x86_64'"],
+        "armdep": [], "x86dep": []}.items()}
+
+    def fake_pip_fetcher(dest: Path, python: str, platforms: list[str], helper: Path) -> kit.Fetch:
+        def fetch(requirements: list[str], sdists: bool) -> list[Path]:
+            return [Path(shutil.copy(wheels[kit.Requirement(r).name], dest)) for r in requirements]
+        return fetch
+
+    monkeypatch.setattr(kit, "pip_fetcher", fake_pip_fetcher)
+    _target(tmp_path, "")
+    for tag, dep in (("manylinux_2_28_aarch64", "armdep"), (None, "x86dep")):
+        out = tmp_path / f"kit-{dep}"
+        build = ["build", "--target", str(tmp_path / "target.txt"), "--out", str(out), "--only", "mmfoo",
+                 "--no-data", *(["--platform", tag] if tag else [])]
+        assert kit.main(build) == 0
+        assert {f["name"] for f in json.loads((out / kit.MANIFEST).read_text())["files"]} == {"mmfoo", dep}
 
 
 def test_the_wheelhouse_and_the_kit_default_to_one_list_of_platforms(capsys):

@@ -128,19 +128,19 @@ BINARY=("setuptools<81" wheel ninja numpy opencv-python-headless pycocotools "mm
 build_wheelhouse() {
   mkdir -p "$DIR"
   DIR="$(cd "$DIR" && pwd)"
-  local target=()
+  # pip and kit.py wheel-needs get the same tags: its markers follow their machine.
+  local target=() tags=()
   if [[ -n $TARGET_PY || ${#PLATFORMS[@]} -gt 0 ]]; then
     if ((${#PLATFORMS[@]} == 0)); then
       local platforms
       platforms="$("$PYTHON" "$ROOT/tools/kit.py" default-platforms)" || exit 1
       mapfile -t PLATFORMS <<<"$platforms"
     fi
+    for tag in "${PLATFORMS[@]}"; do tags+=(--platform "$tag"); done
     [[ -n $TARGET_PY ]] && target+=(--python-version "$TARGET_PY" --implementation cp)
-    for tag in "${PLATFORMS[@]}"; do target+=(--platform "$tag"); done
+    target+=("${tags[@]}")
   fi
   TARGET_PY="${TARGET_PY:-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}"
-  local machine=x86_64
-  [[ " ${PLATFORMS[*]} " == *aarch64* ]] && machine=aarch64
   local download=("$PYTHON" -m pip download --progress-bar off --dest "$DIR")
   log "wheelhouse $DIR for Python $TARGET_PY${PLATFORMS:+ on ${PLATFORMS[*]}}"
   if [[ -n ${BMP_INSTALL_ONLY:-} ]]; then
@@ -165,7 +165,7 @@ build_wheelhouse() {
   cp "$TMP/nodeps"/*.whl "$DIR"/
   local names=(torch torchvision mmpose ultralytics ultralytics-thop hydra-core omegaconf "${sdists[@]}")
   local deps req
-  deps="$("$PYTHON" "$ROOT/tools/kit.py" wheel-needs --python "$TARGET_PY.0" --machine "$machine" \
+  deps="$("$PYTHON" "$ROOT/tools/kit.py" wheel-needs --python "$TARGET_PY.0" "${tags[@]}" \
     --skip "${names[*]}" "$TMP/nodeps"/*.whl)" || exit 1
   mapfile -t deps <<<"$deps"
   # hydra-core, which sam2 needs, came with step 2.

@@ -7,7 +7,7 @@ air-gapped machine.
     python tools/kit.py plan DIR        # the install order, for tools/install.sh --from DIR
     python tools/kit.py built-on-target [--needs]   # the sdists, for tools/install.sh --wheelhouse
     python tools/kit.py fetch-sdists DIR            # and their files, at constraints.txt's pins
-    python tools/kit.py wheel-needs --python X.Y.Z WHEEL...  # what those wheels need there
+    python tools/kit.py wheel-needs --python X.Y.Z [--platform TAG...] WHEEL...  # what they need there
     python tools/kit.py default-platforms           # the wheel platforms when none is given
 
 (``bash tools/install.sh --kit DIR --target FILE`` runs ``build``.)
@@ -32,6 +32,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -89,6 +90,7 @@ TARGET_MUST_HAVE = ("torch", "torchvision")
 #: Operators whose bound an unknown target version may break.
 UPPER_BOUNDS = {"<", "<=", "==", "===", "~="}
 DEFAULT_PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(17, 29)] + ["manylinux2014_x86_64"]
+LINUX_PLATFORM = re.compile(r"(?:manylinux_\d+_\d+|manylinux\d+|musllinux_\d+_\d+|linux)_(\w+)")
 
 
 class KitError(Exception):
@@ -179,6 +181,23 @@ def marker_env(python: str, machine: str) -> dict[str, str]:
             "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
             "platform_machine": machine, "implementation_name": "cpython",
             "platform_python_implementation": "CPython", "extra": ""}
+
+
+def machine_of(platforms: list[str]) -> str:
+    """The ``platform_machine`` of the Linux wheel platform tags ``platforms``
+    (manylinux_2_17_aarch64: aarch64); this machine's when there are none."""
+    if not platforms:
+        return platform.machine()
+    machines = set()
+    for tag in platforms:
+        match = LINUX_PLATFORM.fullmatch(tag)
+        if match is None:
+            raise KitError(f"--platform {tag}: not a Linux wheel platform tag (manylinux_2_17_x86_64, ...)")
+        machines.add(match[1])
+    if len(machines) > 1:
+        raise KitError(f"--platform tags for {len(machines)} machines ({', '.join(sorted(machines))}); "
+                       "one target is one machine")
+    return machines.pop()
 
 
 def applies(requirement: Requirement, env: dict[str, str]) -> bool:
@@ -374,6 +393,7 @@ def build(args: argparse.Namespace) -> int:
     target = Target.read(target_file)
     python = args.python or ".".join(target.python.split(".")[:2])
     platforms = args.platform or DEFAULT_PLATFORMS
+    machine = machine_of(platforms)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise KitError(f"--kit {out}: exists and is not a kit; give an empty or new folder")
@@ -384,7 +404,7 @@ def build(args: argparse.Namespace) -> int:
         stage.mkdir()
         needs_helper = only is None or set(only) & set(BUILT_ON_TARGET)
         helper = make_helper(Path(tmp) / "helper") if needs_helper else Path()
-        walk = Walk(target, pip_fetcher(stage, python, platforms, helper), pins=pins())
+        walk = Walk(target, pip_fetcher(stage, python, platforms, helper), machine=machine, pins=pins())
         walk.run(roots(only))
         for path in set(stage.iterdir()) - {p.path for p in walk.picked.values()}:
             path.unlink()  # fetched for a level, then settled by the target
@@ -453,9 +473,9 @@ def fetch_sdists(args: argparse.Namespace) -> int:
 
 def wheel_needs(args: argparse.Namespace) -> int:
     """The requirements of ``args.wheels`` that apply to CPython ``args.python`` on
-    Linux ``args.machine``, less the names in ``args.skip``, one a line (for
-    ``tools/install.sh --wheelhouse``)."""
-    env = marker_env(args.python, args.machine)
+    the machine of ``args.platform`` (see machine_of), less the names in
+    ``args.skip``, one a line (for ``tools/install.sh --wheelhouse``)."""
+    env = marker_env(args.python, machine_of(args.platform or []))
     skip = {canonicalize_name(name) for name in args.skip.split()}
     for path in args.wheels:
         for requirement in map(Requirement, wheel_requirements(Path(path))):
@@ -492,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("dest")
     w = sub.add_parser("wheel-needs", help="print what the given wheels need on the target")
     w.add_argument("--python", required=True, help="the target's X.Y.Z")
-    w.add_argument("--machine", default="x86_64", help="its platform_machine (default x86_64)")
+    w.add_argument("--platform", action="append", default=None,
+                   help="its wheel platform tag, repeatable (default: this machine's)")
     w.add_argument("--skip", default="", help="space-separated names to leave out")
     w.add_argument("wheels", nargs="+")
     sub.add_parser("default-platforms", help="print the wheel platforms a target gets when none is given")
