@@ -219,7 +219,7 @@ class Walk:
 
     target: Target
     fetch: Fetch
-    machine: str = "x86_64"
+    machine: str = field(default_factory=lambda: machine_of(DEFAULT_PLATFORMS))  # build passes its own
     pins: dict[str, SpecifierSet] = field(default_factory=dict)
     picked: dict[str, Picked] = field(default_factory=dict)
     satisfied: dict[str, list[str]] = field(default_factory=dict)
