@@ -30,7 +30,7 @@ import pytest
 import torch
 
 from bmp import BMP
-from bmp.masks import component_areas, exclusive_masks, fill_small_regions, mask_iou, mask_out
+from bmp.masks import box_iou, component_areas, exclusive_masks, fill_small_regions, mask_iou, mask_out
 from tests.conftest import COCO_ANN, COCO_DIR, ROOT
 from tests.tiny_models import CSPNEXT_T_UDP, SAM21_T, tiny_config
 
@@ -145,14 +145,20 @@ def test_bf16_keeps_the_fp32_heatmaps_and_masks_with_the_full_architectures(reco
     - pose, on the same boxes: the heatmaps the keypoints are decoded from
       differ by at most 2 % of each heatmap's range;
     - SAM, on the same (fp32) poses: mask IoU >= 0.95 for every person;
-    - the whole loop: the same people in the same iterations.
+    - the whole loop, in either precision: finite keypoints and scores, and
+      every pasted person found.
 
-    The whole loop's keypoint shift and mask IoU are recorded, not asserted.
-    Random weights give nearly flat heatmaps whose argmax jumps under any
-    rounding: a CPU dry run (bf16 autocast) moved keypoints by over 1,000 px
-    while every heatmap stayed within 1 % of its range. So the issue's
-    "keypoints within 2 px" is checked where it means something, on the
-    heatmaps; with trained weights a peak is most of its heatmap's range."""
+    The whole loop's decisions, keypoint shift and mask IoU are recorded, not
+    asserted. Random weights give nearly flat heatmaps whose argmax jumps
+    under any rounding: a CPU dry run (bf16 autocast) moved keypoints by over
+    1,000 px while every heatmap stayed within 1 % of its range. So the
+    issue's "keypoints within 2 px" is checked where it means something, on
+    the heatmaps; with trained weights a peak is most of its heatmap's range.
+    Those random keypoints also decide OKS-NMS between a person's copies from
+    iterations 1 and 2: the rehearsal's torch 2.11 kept one iteration-1 copy
+    in bf16 that fp32 dropped (11 people against 10), so which copies
+    survive is not the same people at random init. The shift and IoU are
+    taken over the people both loops kept (same iteration, same box)."""
     import bmp.models.topdown as topdown
     from bmp.structures import Instances
 
@@ -193,12 +199,22 @@ def test_bf16_keeps_the_fp32_heatmaps_and_masks_with_the_full_architectures(reco
     measured(record_property, "SAM on the same poses: min mask IoU", sam_iou, ">= 0.95")
     assert error <= 0.02
     assert sam_iou >= 0.95
-    assert len(fp32) == len(bf16) == 10
-    shift, loop_iou = differences(fp32, bf16)
-    measured(record_property, "whole loop: max keypoint shift px", shift, None)
-    if loop_iou is not None:
-        measured(record_property, "whole loop: min mask IoU", loop_iou, None)
-    np.testing.assert_array_equal(fp32.iteration, bf16.iteration)
+    for precision, found in (("fp32", fp32), ("bf16", bf16)):
+        per_iteration = dict(sorted(Counter(found.iteration.tolist()).items()))
+        record_property(f"whole loop {precision}: people per iteration", f"{per_iteration} (not checked)")
+        assert np.isfinite(found.keypoints).all() and np.isfinite(found.keypoint_scores).all(), precision
+        assert np.isfinite(found.scores).all(), precision
+        lost = ~(box_iou(scn.boxes, found.boxes) >= 0.5).any(1)
+        assert not lost.any(), f"{precision}: pasted people {np.flatnonzero(lost).tolist()} not found"
+    both = (box_iou(fp32.boxes, bf16.boxes) >= 0.99) & (fp32.iteration[:, None] == bf16.iteration[None])
+    kept32, kept16 = np.nonzero(both)
+    record_property("whole loop: people both kept",
+                    f"{len(kept32)} of {len(fp32)} and {len(bf16)} (not checked)")
+    if len(kept32):
+        shift, loop_iou = differences(fp32[kept32], bf16[kept16])
+        measured(record_property, "whole loop: max keypoint shift px", shift, None)
+        if loop_iou is not None:
+            measured(record_property, "whole loop: min mask IoU", loop_iou, None)
 
 
 # torch.compile -------------------------------------------------------------------
