@@ -31,6 +31,7 @@ import torch
 
 from bmp import BMP
 from bmp.masks import box_iou, component_areas, exclusive_masks, fill_small_regions, mask_iou, mask_out
+from bmp.structures import Instances
 from tests.conftest import COCO_ANN, COCO_DIR, ROOT
 from tests.tiny_models import CSPNEXT_T_UDP, SAM21_T, tiny_config
 
@@ -51,7 +52,7 @@ def measured(record_property, name: str, value: float, allowed: str | None) -> N
     record_property(name, f"{value:.4g} ({f'allowed {allowed}' if allowed else 'not checked'})")
 
 
-def differences(a, b) -> tuple[float, float | None]:
+def differences(a: Instances, b: Instances) -> tuple[float, float | None]:
     """The largest keypoint shift between two equally long sets of people, and
     the lowest IoU of the masks either side has (None: nobody has a mask)."""
     shift = float(np.abs(a.keypoints - b.keypoints).max())
@@ -76,18 +77,16 @@ def decoded_heatmaps(monkeypatch) -> list[torch.Tensor]:
     return decoded
 
 
-def people_in_boxes(image: np.ndarray, boxes: np.ndarray):
-    from bmp.structures import Instances
-
+def people_in_boxes(image: np.ndarray, boxes: np.ndarray) -> Instances:
     return Instances(tuple(image.shape[:2]), boxes=np.asarray(boxes, np.float32).copy(),
                      det_scores=np.full(len(boxes), 0.9, np.float32))
 
 
-def pose_stage(bmp: BMP, image: np.ndarray, people, decoded: list[torch.Tensor], one_by_one: bool = False):
+def pose_stage(
+    bmp: BMP, image: np.ndarray, people: Instances, decoded: list[torch.Tensor], one_by_one: bool = False
+) -> tuple[Instances, torch.Tensor]:
     """Poses of ``people`` and the heatmaps they were decoded from: all in one
     batch, or a batch of one per person (the naive schedule)."""
-    from bmp.structures import Instances
-
     groups = [people[[i]] for i in range(len(people))] if one_by_one else [people]
     posed, heatmaps = [], []
     with bmp.autocast():
@@ -97,7 +96,7 @@ def pose_stage(bmp: BMP, image: np.ndarray, people, decoded: list[torch.Tensor],
     return Instances.cat(posed), torch.cat(heatmaps)
 
 
-def sam_stage(bmp: BMP, image: np.ndarray, poses, one_by_one: bool = False) -> np.ndarray:
+def sam_stage(bmp: BMP, image: np.ndarray, poses: Instances, one_by_one: bool = False) -> np.ndarray:
     """SAM's masks for ``poses``: one decoder batch, or one call per person."""
     groups = [poses[[i]] for i in range(len(poses))] if one_by_one else [poses]
     with torch.inference_mode(), bmp.autocast():
@@ -122,7 +121,7 @@ def same_stage_outputs(heatmaps: tuple[torch.Tensor, torch.Tensor], masks: tuple
     assert sam_iou >= min_mask_iou
 
 
-def whole_loops(runs: dict[str, object], record_property, pasted: np.ndarray | None = None) -> None:
+def whole_loops(runs: dict[str, Instances], record_property, pasted: np.ndarray | None = None) -> None:
     """Two whole loops at random init, compared without asserting their
     decisions: random keypoints decide which of a person's copies from two
     iterations OKS-NMS keeps. Asserted: finite keypoints and scores, the same
@@ -180,7 +179,7 @@ def scene(count: int):
     return make_scenes(expand_inputs([COCO_DIR]), COCO_ANN, [count])[0]
 
 
-def predict_scene(bmp: BMP, scn) -> object:
+def predict_scene(bmp: BMP, scn) -> Instances:
     """The loop on ``scn`` with the bench's known-people detector (the real
     detector still runs on the device); the first pass finds 80 %."""
     from bmp.bench import KnownPeople
