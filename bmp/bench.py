@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", action="store_true", help="time batched and naive in the same run")
     parser.add_argument("--random-init", action="store_true",
                         help="ignore checkpoints: real architectures with random weights (timing only)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="with --random-init: the random weights' seed, so that runs time the same "
+                             "models, whose detector proposes the same people on real images (default 0)")
     parser.add_argument("--people", default=",".join(map(str, DEFAULT_COUNTS)),
                         help="person counts of the scaling part, comma-separated ('' skips it)")
     parser.add_argument("--max-images", type=int, default=None,
@@ -140,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
     ann = Path(args.ann) if args.ann else images_dir / "annotations.json"
     cfg = _configure(load_config(args.config), args)
     modes = ["batched", "naive"] if args.compare else ["naive" if args.naive else "batched"]
-    report: dict[str, Any] = {"config": str(args.config), "random_init": args.random_init, "modes": {},
-                              "complete": False}
+    report: dict[str, Any] = {"config": str(args.config), "random_init": args.random_init,
+                              "seed": args.seed if args.random_init else None, "modes": {}, "complete": False}
     bmp = _build(cfg, args)
     report["device"] = str(bmp.device)
     scenes = make_scenes(images, ann, counts) if counts else []
@@ -204,6 +207,12 @@ def _configure(cfg: Config, args: argparse.Namespace) -> Config:
 def _build(cfg, args):
     from .loop import BMP
 
+    if args.random_init:
+        import torch
+
+        # The models are initialised on the host before moving to the device,
+        # so one seed gives the same weights on every device.
+        torch.manual_seed(args.seed)
     return BMP.from_config(cfg, device=args.device, weights_dirs=args.weights_dir, num_iters=args.iters)
 
 

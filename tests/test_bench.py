@@ -31,7 +31,7 @@ def test_bench_reports_stages_memory_and_scaling_for_both_schedules(tiny_weights
     printed = capsys.readouterr().out
     assert "| 5 people |" in printed and "batched is" in printed
     report = json.loads(out.read_text())
-    assert report["random_init"] and report["device"] == "cpu"
+    assert report["random_init"] and report["seed"] == 0 and report["device"] == "cpu"
     assert report["peak_rss_mb"] > 0 and report["peak_cuda_mb"] is None
     stages = {"detect", "pose", "nms", "sam_encode", "sam_decode", "exclusive", "mask_out"}
     for mode in ("batched", "naive"):
@@ -44,6 +44,28 @@ def test_bench_reports_stages_memory_and_scaling_for_both_schedules(tiny_weights
             assert row["people"] == count
             assert row["images_per_s"] > 0 and row["ms"]["sam_decode"] > 0
     assert set(report["speedup"]) == {"images", "1", "5"}
+
+
+def test_random_init_is_seeded_so_that_runs_time_the_same_models(tiny_weights):
+    """Two ``--random-init`` builds with one seed have the same weights (run 9
+    and run 10 of the GPU rehearsal, unseeded, timed a random detector that
+    found 0 and then 15 people on the same image); another seed gives others."""
+    import argparse
+
+    import torch
+
+    from bmp.bench import _build, _configure
+
+    def weights(seed: int) -> list[torch.Tensor]:
+        args = argparse.Namespace(random_init=True, seed=seed, precision=None, compile=None, device="cpu",
+                                  weights_dir=[], iters=None)
+        bmp = _build(_configure(Config(tiny_config(tiny_weights)), args), args)
+        models = (bmp.detector.model, bmp.pose.model, bmp.segmenter.predictor.model)
+        return [torch.nn.utils.parameters_to_vector(m.parameters()) for m in models]
+
+    first, again, other = weights(0), weights(0), weights(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(first, other, strict=True))
 
 
 def _lite_bench(tmp_path, *options: str) -> list[str]:
