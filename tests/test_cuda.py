@@ -30,6 +30,8 @@ import pytest
 import torch
 
 from bmp import BMP
+from bmp.images import load_image
+from bmp.loop import given_people
 from bmp.masks import box_iou, component_areas, exclusive_masks, fill_small_regions, mask_iou, mask_out
 from bmp.structures import Instances
 from tests.conftest import COCO_ANN, COCO_DIR, ROOT
@@ -75,11 +77,6 @@ def decoded_heatmaps(monkeypatch) -> list[torch.Tensor]:
 
     monkeypatch.setattr(topdown, "decode_udp_heatmaps", keep)
     return decoded
-
-
-def people_in_boxes(image: np.ndarray, boxes: np.ndarray) -> Instances:
-    return Instances(tuple(image.shape[:2]), boxes=np.asarray(boxes, np.float32).copy(),
-                     det_scores=np.full(len(boxes), 0.9, np.float32))
 
 
 def pose_stage(
@@ -217,8 +214,8 @@ def test_batched_pose_and_sam_equal_per_person_calls_on_cuda(tiny_weights, decod
     batched = bmp.predict(image_path)
     bmp.loop = replace(bmp.loop, naive=True)
     naive = bmp.predict(image_path)
-    image = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
-    people = people_in_boxes(image, batched.boxes)
+    image = load_image(image_path)
+    people = given_people(image.shape[:2], batched.boxes, np.full(len(batched), 0.9))
     posed, together = pose_stage(bmp, image, people, decoded_heatmaps)
     _, alone = pose_stage(bmp, image, people, decoded_heatmaps, one_by_one=True)
     masks = sam_stage(bmp, image, posed), sam_stage(bmp, image, posed, one_by_one=True)
@@ -252,7 +249,7 @@ def test_bf16_keeps_the_fp32_heatmaps_and_masks_with_the_full_architectures(deco
     bmp = BMP.from_config(full_random_config(), device=DEVICE)
     assert bmp.pose.batched
     scn = scene(10)
-    people = people_in_boxes(scn.image, scn.boxes)
+    people = given_people(scn.image.shape[:2], scn.boxes, np.full(scn.count, 0.9))
     predict_scene(bmp, scn)  # warm-up (cuDNN autotuning, lazy allocations)
     bmp.loop = replace(bmp.loop, precision="fp32")
     posed, heatmaps32 = pose_stage(bmp, scn.image, people, decoded_heatmaps)
@@ -286,8 +283,8 @@ def test_inductor_keeps_the_eager_heatmaps_and_masks_on_cuda(tiny_weights, coco_
     compiled.predict(image_path)  # compiles
     a, b = plain.predict(image_path), compiled.predict(image_path)
     assert len(a) >= 2
-    image = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
-    people = people_in_boxes(image, a.boxes)
+    image = load_image(image_path)
+    people = given_people(image.shape[:2], a.boxes, np.full(len(a), 0.9))
     posed, eager = pose_stage(plain, image, people, decoded_heatmaps)
     _, inductor = pose_stage(compiled, image, people, decoded_heatmaps)
     masks = sam_stage(plain, image, posed), sam_stage(compiled, image, posed)
@@ -347,7 +344,6 @@ def test_sam_encodes_on_cuda_like_sam2s_predictor(tiny_weights, coco_images, rec
     inputs differ by CUDA vs CPU bilinear rounding only."""
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from bmp.images import load_image
     from bmp.models.segmenters import SAM2Segmenter
 
     segmenter = SAM2Segmenter(config=SAM21_T, checkpoint=str(tiny_weights / "sam21_hiera_t_random.pt"),
