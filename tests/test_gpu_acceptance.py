@@ -260,6 +260,24 @@ def test_a_cpu_rehearsal_runs_the_cuda_tests_on_the_cpu(tmp_path):
     assert env_log.read_text().splitlines()[pytest_call].endswith(" tests-on=cpu")
 
 
+def test_a_rehearsal_whose_kit_fails_stops_there_with_one_line(tmp_path):
+    # Every later step needs the kit (and the stand-in): going on would only fail
+    # them all for the same reason, as run 8's full disk did for 15 minutes.
+    work = tmp_path / "work"
+    # A stand-in Python that cannot make a venv: reaching the next step fails it too.
+    env = {**os.environ, "TARGET_FILE": str(tmp_path / "missing.txt"), "PYTHON312": "/bin/false"}
+    result = subprocess.run(["bash", str(ROOT / "tools" / "rehearse_target.sh"), str(work)],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"rehearse_target: step kit failed (exit 2), and every later step needs it: stopped; "
+        f"see {work}/rehearsal.md")
+    assert (work / "times.tsv").read_text().split("\t")[::2] == ["kit", "2\n"]
+    assert sorted(p.name for p in work.iterdir()) == ["rehearsal.md", "times.tsv"]
+    report = (work / "rehearsal.md").read_text()
+    assert "kit: none" in report and "stand-in: none" in report and "| kit | " in report
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_acceptance_script_refuses_to_run_without_cuda(tmp_path):
     result = subprocess.run(["bash", str(ROOT / "tools" / "gpu_acceptance.sh"), str(tmp_path / "out")],

@@ -13,7 +13,9 @@
 #   5. acceptance call 2 (the benches) on the CPU, at a reduced scale; its
 #      --install finds the kit already installed and does nothing.
 # It prints the kit's size and each step's wall time, and writes them to
-# WORK/rehearsal.md.
+# WORK/rehearsal.md. A failed kit or stand-in ends it there, with one line: every
+# later step would only fail for the same reason (run 8's full disk did so for
+# 15 minutes).
 #
 #   bash tools/rehearse_target.sh [WORK]         # default WORK: outputs/rehearsal
 # Environment: TARGET_FILE (default tools/targets/h200-cuda13-py312.txt),
@@ -48,7 +50,15 @@ timed() {  # timed NAME COMMAND...: run it, record its wall time, keep going on 
   "$@" && rc=0 || rc=$?
   printf '%s\t%s\t%s\n' "$name" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')" "$rc" \
     | tee -a "$TIMES"
+  LAST_RC=$rc
   return 0
+}
+needed() {  # needed NAME COMMAND...: timed, but every later step builds on it, so a failure ends the rehearsal
+  timed "$@"
+  ((LAST_RC == 0)) && return 0
+  report >/dev/null
+  echo "rehearse_target: step $1 failed (exit $LAST_RC), and every later step needs it: stopped; see $WORK/rehearsal.md" >&2
+  exit 1
 }
 offline() {  # no network for the command: a new network namespace (loopback only) where we may make one
   if unshare -n true 2>/dev/null; then
@@ -58,10 +68,31 @@ offline() {  # no network for the command: a new network namespace (loopback onl
   fi
 }
 
+report() {  # WORK/rehearsal.md from what has run so far, also printed
+  {
+    echo "# Rehearsal of the GPU acceptance on $(nproc) CPU cores ($(date -u +%F))"
+    echo
+    if [[ -f $KIT/MANIFEST.md ]]; then sed -n 3p "$KIT/MANIFEST.md"; else echo "kit: none"; fi
+    echo
+    if [[ -x $TARGET/bin/python ]]; then
+      echo "stand-in: $("$TARGET/bin/python" -c 'import sys, torch, numpy; print(f"Python {sys.version.split()[0]}, torch {torch.__version__}, numpy {numpy.__version__}")' 2>/dev/null || echo incomplete)"
+    else
+      echo "stand-in: none"
+    fi
+    echo
+    echo "| step | wall s | exit |"
+    echo "|---|---:|---:|"
+    awk -F'\t' '{printf "| %s | %s | %s |\n", $1, $2, $3}' "$TIMES"
+    echo
+    if [[ -n ${RESULTS:-} && -f $RESULTS/acceptance.md ]]; then cat "$RESULTS/acceptance.md"; fi
+  } | tee "$WORK/rehearsal.md"
+}
+
 stand_in() {
   [[ ${KEEP_TARGET:-0} == 1 && -x $TARGET/bin/python ]] && return 0
   rm -rf "$TARGET"
-  "$PY312" -m venv "$TARGET"
+  # timed runs this where errexit is off: each step says itself when it fails.
+  "$PY312" -m venv "$TARGET" || return
   # What the target has and the kit counts on, at the target's versions.
   mapfile -t reqs < <("$TARGET/bin/python" - "$KIT/kit.json" <<'PY'
 import json, sys
@@ -72,8 +103,8 @@ PY
   "$TARGET/bin/python" -m pip install -q --progress-bar off --upgrade pip setuptools "${reqs[@]}"
 }
 
-timed kit bash "$ROOT/tools/install.sh" --kit "$KIT" --target "$TARGET_FILE"
-timed stand_in_target stand_in
+needed kit bash "$ROOT/tools/install.sh" --kit "$KIT" --target "$TARGET_FILE"
+needed stand_in_target stand_in
 rm -rf "$VENV" "$OUT"
 # Call 1 and 2 as README gives them, their budgets scaled from the target's 16
 # cores to this machine's (mmcv alone takes ~2 min on 16 cores, 10+ on 2).
@@ -93,18 +124,5 @@ timed call2_benches offline env BENCH_ARGS="--people 1 --repeat 1 --warmup 0 --m
   bash "$ROOT/tools/gpu_acceptance.sh" --device cpu --install "$KIT" --steps bench --within "$WITHIN" \
   --results "$RESULTS" "$OUT"
 
-{
-  echo "# Rehearsal of the GPU acceptance on $(nproc) CPU cores ($(date -u +%F))"
-  echo
-  sed -n 3p "$KIT/MANIFEST.md"
-  echo
-  echo "stand-in: $("$TARGET/bin/python" -c 'import sys, torch, numpy; print(f"Python {sys.version.split()[0]}, torch {torch.__version__}, numpy {numpy.__version__}")')"
-  echo
-  echo "| step | wall s | exit |"
-  echo "|---|---:|---:|"
-  awk -F'\t' '{printf "| %s | %s | %s |\n", $1, $2, $3}' "$TIMES"
-  echo
-  if [[ -f $RESULTS/acceptance.md ]]; then cat "$RESULTS/acceptance.md"; fi
-} >"$WORK/rehearsal.md"
-cat "$WORK/rehearsal.md"
+report
 awk -F'\t' '$3 != 0 {bad = 1} END {exit bad}' "$TIMES"
