@@ -7,15 +7,15 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from .masks import encode_rle
-from .structures import Instances
+from .masks import decode_rle, encode_rle
+from .structures import NUM_EXTRA_KEYPOINTS, NUM_KEYPOINTS, Instances
 
 logger = logging.getLogger("bmp")
 
@@ -54,6 +54,50 @@ def instances_to_coco(people: Instances, image_id: int) -> list[dict[str, Any]]:
         if people.extra_keypoints[i, :, 2].any():  # absent, not zeros, for 17-point models
             out[-1]["extra_keypoints"] = [round(float(v), 3) for v in people.extra_keypoints[i].reshape(-1)]
     return out
+
+
+def coco_to_instances(results: Sequence[Mapping[str, Any]], image_size: tuple[int, int]) -> Instances:
+    """The people of one image's COCO results: the inverse of
+    :func:`instances_to_coco` up to its rounding (prompts are not written and
+    come back empty), plus ``track_id`` where a video record has it.
+
+    Results from other tools may carry only ``bbox``: a field a result lacks
+    comes back neutral (zero keypoints and scores, an empty mask, iteration 1,
+    track -1), so their people can still be drawn and counted.
+    """
+    h, w = image_size
+    n = len(results)
+    if n == 0:
+        return Instances((h, w))
+
+    def column(key: str, shape: tuple[int, ...], dtype: type, fill: float) -> np.ndarray:
+        missing = np.full(shape, fill, dtype)
+        values = [r[key] if r.get(key) is not None else missing for r in results]
+        return np.array(values, dtype).reshape(n, *shape)
+
+    xywh = column("bbox", (4,), np.float32, 0.0)
+    kpts = column("keypoints", (NUM_KEYPOINTS * 3,), np.float32, 0.0).reshape(n, NUM_KEYPOINTS, 3)
+    masks = np.zeros((n, h, w), bool)
+    for i, result in enumerate(results):
+        if result.get("segmentation"):
+            masks[i] = decode_rle(result["segmentation"])
+    return Instances(
+        (h, w),
+        boxes=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
+        scores=column("score", (), np.float32, 0.0),
+        det_scores=column("det_score", (), np.float32, 0.0),
+        keypoints=np.ascontiguousarray(kpts[..., :2]),
+        keypoint_scores=np.ascontiguousarray(kpts[..., 2]),
+        visibility=column("visibility", (NUM_KEYPOINTS,), np.float32, 0.0),
+        presence=column("presence", (NUM_KEYPOINTS,), np.float32, 0.0),
+        kpt_oks=column("kpt_oks", (NUM_KEYPOINTS,), np.float32, 0.0),
+        masks=masks,
+        mask_scores=column("mask_score", (), np.float32, 0.0),
+        iteration=column("iteration", (), np.int32, 1),
+        track_id=column("track_id", (), np.int32, -1),
+        extra_keypoints=column("extra_keypoints", (NUM_EXTRA_KEYPOINTS * 3,), np.float32, 0.0).reshape(
+            n, NUM_EXTRA_KEYPOINTS, 3),
+    )
 
 
 def image_id_from_name(path: str | os.PathLike, fallback: int) -> int:

@@ -224,6 +224,14 @@ def encode_rle(mask: np.ndarray) -> dict:
     return rle
 
 
+def decode_rle(rle: dict) -> np.ndarray:
+    """The (H, W) bool mask of a COCO RLE whose ``counts`` is str or bytes
+    (the inverse of :func:`encode_rle`)."""
+    counts = rle["counts"]
+    return mask_utils.decode({"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str)
+                              else counts}).astype(bool)
+
+
 def mask_iou(a: MaskArray, b: MaskArray) -> np.ndarray:
     """(N, M) IoU between two stacks of (H, W) bool masks (numpy or torch)."""
     fa = to_numpy(a).reshape(len(a), -1).astype(np.float32)

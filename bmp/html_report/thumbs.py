@@ -17,9 +17,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from ..structures import NUM_KEYPOINTS, Instances
+from ..coco import coco_to_instances
+from ..structures import Instances
 from ..vis import draw_instances, write_image
 
 #: Long side of every thumbnail, in pixels: the page's size and the disk's do not
@@ -65,9 +65,11 @@ def write_thumbnails(folder: Path, names: list[str], image_path: Path, views: li
         return
     from ..images import load_image
 
-    small, factor = shrink(load_image(image_path))
+    image = load_image(image_path)
+    small, factor = shrink(image)
     for name, view in todo:
-        write_image(folder / name, render(small, factor, view), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        write_image(folder / name, render(small, factor, view, image.shape[:2]),
+                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
 
 
 def shrink(image_rgb: np.ndarray) -> tuple[np.ndarray, float]:
@@ -80,9 +82,10 @@ def shrink(image_rgb: np.ndarray) -> tuple[np.ndarray, float]:
     return cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA), factor
 
 
-def render(small_rgb: np.ndarray, factor: float, view: View) -> np.ndarray:
-    """The BGR overlay of ``view`` on the shrunk image."""
-    out = draw_instances(small_rgb, _instances(view.people, small_rgb.shape[:2], factor), show_prompts=False)
+def render(small_rgb: np.ndarray, factor: float, view: View, full_size: tuple[int, int]) -> np.ndarray:
+    """The BGR overlay of ``view`` on the image shrunk by ``factor`` from ``full_size``."""
+    people = _at_thumbnail_scale(view.people, full_size, small_rgb.shape[:2], factor)
+    out = draw_instances(small_rgb, people, show_prompts=False)
     for person, color in zip(view.people, view.highlight, strict=True):
         if color is not None:
             x, y, w, h = (v * factor for v in person["bbox"])
@@ -92,30 +95,16 @@ def render(small_rgb: np.ndarray, factor: float, view: View) -> np.ndarray:
     return out
 
 
-def _instances(people: list[dict[str, Any]], size: tuple[int, int], factor: float) -> Instances:
+def _at_thumbnail_scale(people: list[dict[str, Any]], full_size: tuple[int, int], size: tuple[int, int],
+                        factor: float) -> Instances:
     """Logged COCO results as :class:`Instances` at the thumbnail's scale."""
+    full = coco_to_instances(people, full_size)
     h, w = size
-    n = len(people)
-    if n == 0:
-        return Instances((h, w))
-    xywh = np.array([p["bbox"] for p in people], np.float32).reshape(n, 4) * factor
-    kpts = np.array([p.get("keypoints") or [0.0] * 3 * NUM_KEYPOINTS for p in people], np.float32)
-    kpts = kpts.reshape(n, NUM_KEYPOINTS, 3)
-    masks = np.zeros((n, h, w), bool)
-    for i, person in enumerate(people):
-        rle = person.get("segmentation")
-        if rle:
-            full = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
-            masks[i] = cv2.resize(full, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-    return Instances(
-        (h, w),
-        boxes=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
-        scores=np.array([p.get("score", 0.0) for p in people], np.float32),
-        keypoints=np.ascontiguousarray(kpts[..., :2] * factor),
-        keypoint_scores=np.ascontiguousarray(kpts[..., 2]),
-        masks=masks,
-        iteration=np.array([p.get("iteration", 1) for p in people], np.int32),
-    )
+    masks = np.zeros((len(full), h, w), bool)
+    for i, mask in enumerate(full.masks):
+        masks[i] = cv2.resize(mask.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    return Instances(size, boxes=full.boxes * factor, scores=full.scores, keypoints=full.keypoints * factor,
+                     keypoint_scores=full.keypoint_scores, masks=masks, iteration=full.iteration)
 
 
 def _dashed_box(out: np.ndarray, xywh: list[float], color: tuple[int, int, int], dash: int = 6) -> None:

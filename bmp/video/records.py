@@ -25,11 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from pycocotools import mask as mask_utils
-
-from ..coco import atomic_write, instances_to_coco, is_log_record, scan_jsonl, writing
-from ..structures import NUM_KEYPOINTS, Instances
+from ..coco import atomic_write, coco_to_instances, instances_to_coco, is_log_record, scan_jsonl, writing
+from ..structures import Instances
 
 
 def frame_key(video_name: str, index: int) -> str:
@@ -54,33 +51,7 @@ def frame_record(
 
 def record_to_instances(record: dict[str, Any]) -> Instances:
     """The people of a frame record (prompts are not logged and come back empty)."""
-    h, w = int(record["height"]), int(record["width"])
-    results = record["results"]
-    n = len(results)
-    if n == 0:
-        return Instances((h, w))
-    xywh = np.array([r["bbox"] for r in results], np.float32).reshape(n, 4)
-    kpts = np.array([r["keypoints"] for r in results], np.float32).reshape(n, NUM_KEYPOINTS, 3)
-    rles = [dict(r["segmentation"], counts=r["segmentation"]["counts"].encode("ascii")) for r in results]
-    masks = np.moveaxis(mask_utils.decode(rles), -1, 0).astype(bool)
-    optional = {}
-    if all("kpt_oks" in r for r in results):  # written by newer bmp.coco only
-        optional["kpt_oks"] = np.array([r["kpt_oks"] for r in results], np.float32)
-    return Instances(
-        (h, w),
-        **optional,
-        boxes=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
-        scores=np.array([r["score"] for r in results], np.float32),
-        det_scores=np.array([r["det_score"] for r in results], np.float32),
-        keypoints=np.ascontiguousarray(kpts[..., :2]),
-        keypoint_scores=np.ascontiguousarray(kpts[..., 2]),
-        visibility=np.array([r["visibility"] for r in results], np.float32),
-        presence=np.array([r["presence"] for r in results], np.float32),
-        masks=masks,
-        mask_scores=np.array([r["mask_score"] for r in results], np.float32),
-        iteration=np.array([r["iteration"] for r in results], np.int32),
-        track_id=np.array([r.get("track_id", -1) for r in results], np.int32),
-    )
+    return coco_to_instances(record["results"], (int(record["height"]), int(record["width"])))
 
 
 class FrameLog:
