@@ -131,6 +131,11 @@ class IterationRecord:
     people: Instances
 
 
+def _one_image(value: Any) -> list[Any] | None:
+    """A per-image argument of one image as the batch methods take it."""
+    return None if value is None else [value]
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -319,7 +324,7 @@ class BMP:
             raise ValueError("predict takes prior or boxes, not both")
         return self._run(
             [image], num_iters, color_order, False, [prior], value_range, None,
-            None if boxes is None else [boxes], None if box_scores is None else [box_scores],
+            _one_image(boxes), _one_image(box_scores),
         )[0][0]
 
     def predict_batch(
@@ -355,12 +360,16 @@ class BMP:
         num_iters: int | None = None,
         color_order: str = "rgb",
         value_range: tuple[float, float] | None = None,
+        boxes: BoxesLike | None = None,
+        box_scores: np.ndarray | Sequence[float] | None = None,
     ) -> list[IterationRecord]:
         """The loop's state after every iteration, for measuring what each one
         adds. ``records[-1].people`` equals what :meth:`predict` returns. The loop
         stops early after an iteration that detects nobody, so the list can be
-        shorter than ``num_iters``. Arguments as for :meth:`predict`."""
-        return self._run([image], num_iters, color_order, True, None, value_range, None)[1][0]
+        shorter than ``num_iters``. Arguments as for :meth:`predict`; the people
+        of ``boxes`` (iteration 0) are in every record's ``people``."""
+        return self._run([image], num_iters, color_order, True, None, value_range, None,
+                         _one_image(boxes), _one_image(box_scores))[1][0]
 
     def predict_iterations_batch(
         self,
@@ -369,9 +378,12 @@ class BMP:
         color_order: str = "rgb",
         value_range: tuple[float, float] | None = None,
         names: Sequence[str | None] | None = None,
+        boxes: Sequence[BoxesLike | None] | None = None,
+        box_scores: Sequence[np.ndarray | Sequence[float] | None] | None = None,
     ) -> list[list[IterationRecord]]:
-        """:meth:`predict_iterations` of every image, batched as :meth:`predict_batch`."""
-        return self._run(images, num_iters, color_order, True, None, value_range, names)[1]
+        """:meth:`predict_iterations` of every image, batched as :meth:`predict_batch`
+        (``boxes``, ``box_scores``: per image, as there)."""
+        return self._run(images, num_iters, color_order, True, None, value_range, names, boxes, box_scores)[1]
 
     def _iterations(self, num_iters: int | None) -> int:
         # 0 would silently mean "the config's" and a negative count "nobody".

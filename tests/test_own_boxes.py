@@ -104,6 +104,24 @@ def test_predict_batch_with_per_image_boxes_equals_predict(lite, first_iteration
     assert (batch[0].iteration == 0).sum() == 2 and (batch[1].iteration > 0).all()
 
 
+def test_predict_iterations_with_boxes_records_what_predict_returns(lite, first_iteration):
+    # What each iteration adds beyond your own boxes: the same seeding as predict.
+    detections, _ = first_iteration
+    boxes, scores = detections.boxes[:2], detections.det_scores[:2]
+    records = lite.predict_iterations(IMAGE, num_iters=2, boxes=boxes, box_scores=scores)
+    people = lite.predict(IMAGE, num_iters=2, boxes=boxes, box_scores=scores)
+    assert all((r.people.iteration == 0).sum() == 2 for r in records)
+    np.testing.assert_array_equal(records[-1].people.boxes, people.boxes)
+    np.testing.assert_array_equal(records[-1].people.iteration, people.iteration)
+    assert_same_poses(records[-1].people, people)
+    batch = lite.predict_iterations_batch([IMAGE, IMAGE], num_iters=2, boxes=[boxes, None],
+                                          box_scores=[scores, None])
+    # A batch of two detector images rounds differently from one: boxes agree to float precision.
+    np.testing.assert_allclose(batch[0][-1].people.boxes, people.boxes, atol=1e-3)
+    np.testing.assert_array_equal(batch[0][-1].people.iteration, people.iteration)
+    assert (batch[1][-1].people.iteration > 0).all()
+
+
 @pytest.mark.parametrize("boxes, scores, masks, message", [
     ([1, 2, 3, 4], None, None, "boxes must be an (N, 4) array"),
     ([[1, 2, 3]], None, None, "boxes must be an (N, 4) array"),
