@@ -373,21 +373,17 @@ class _LoopOnFiles:
     def __call__(self, path: Path) -> tuple[Instances, np.ndarray | None, dict[str, float]]:
         people = self.bmp.predict(path, **self._given([path], single=True))
         self.last = people
-        return people, self.bmp.detector_inputs[0] if self.vis else None, self._times(1)
+        return people, self.bmp.detector_inputs[0] if self.vis else None, self.bmp.times.per_image(1)
 
     def predict_batch(
         self, paths: list[Path], images: list[np.ndarray]
     ) -> list[tuple[Instances, np.ndarray | None, dict[str, float]]]:
         people = self.bmp.predict_batch(images, names=[str(p) for p in paths], **self._given(paths))
         self.last = people[-1]
-        times = self._times(len(paths))
+        times = self.bmp.times.per_image(len(paths))
         # An image's first detector input is the image itself: no copy of the loop's is needed.
         pictures = images if self.vis else [None] * len(images)
         return [(found, picture, times) for found, picture in zip(people, pictures, strict=True)]
-
-    def _times(self, images: int) -> dict[str, float]:
-        """Seconds per stage of the last call, per image (a batch's stages run once for all)."""
-        return {stage: round(seconds / images, 5) for stage, seconds in self.bmp.times.seconds.items()}
 
     def _given(self, paths: list[Path], single: bool = False) -> dict[str, Any]:
         """The ``boxes``/``box_scores`` arguments for these files; none at all

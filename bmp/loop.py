@@ -67,6 +67,10 @@ class StageTimes:
                 torch.cuda.synchronize()
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
+    def per_image(self, images: int) -> dict[str, float]:
+        """Seconds per stage, per image of the call (a batch's stages ran once for all of them)."""
+        return {stage: round(seconds / images, 5) for stage, seconds in self.seconds.items()}
+
     def summary(self) -> str:
         """``detect 31ms, pose 12ms, ...`` (the per-stage line of the CLI)."""
         return ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in self.seconds.items())

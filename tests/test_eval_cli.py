@@ -64,6 +64,9 @@ def test_eval_prints_the_per_iteration_table_and_writes_every_output(baseline, r
     # A box-only detector (YOLO-pose) has no masks to score, but it does have keypoints.
     detector = metrics["metrics"]["all"]["1"]["detector"]
     assert detector["segm"] is None and detector["keypoints"]["AP"] > 0.3
+    # Each image's record has its seconds per loop stage, for --report.
+    records = [json.loads(line) for line in (out / "predictions.rank0.jsonl").read_text().splitlines()]
+    assert all(r["times"]["detect"] > 0 and r["times"]["pose"] > 0 for r in records)
 
 
 class Crash(KeyboardInterrupt):

@@ -78,15 +78,19 @@ def test_eval_report_steps_through_iterations_and_sorts_in_a_browser(eval_report
     page = eval_report / REPORT
     data = _data(page)
     assert len(data["images"]) == 4 and data["iters"] == 2 and data["primary"] == "keypoints"
+    assert all(e["tm"]["detect"] > 0 for e in data["images"])  # each image's loop stage times
     _open(browser, page)
     assert console_errors(browser) == []
     assert browser.execute_script("return document.querySelectorAll('#table tbody tr').length") == 4
-    # Every thumbnail on the page loaded (relative paths next to the page).
+    # Every thumbnail on the page loaded (relative paths next to the page). They load
+    # lazily, so each is scrolled into view first: one below the fold would never decode.
     loaded = browser.execute_script(
-        "return [...document.images].every(i => i.complete && i.naturalWidth > 0)"
-        " || Promise.all([...document.images].map(i => i.decode())).then(() => true)")
+        "const images = [...document.images]; images.forEach(i => i.scrollIntoView());"
+        "return Promise.all(images.map(i => i.decode())).then(() => images.every(i => i.naturalWidth > 0))")
     assert loaded
+    browser.execute_script("window.scrollTo(0, 0)")
     assert "bbox AP" in browser.find_element("id", "metrics").text
+    assert "detect" in browser.find_element("id", "times").text  # mean milliseconds per stage
 
     first = data["images"][0]
     shown = _card(browser, first["id"])

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from contextlib import closing
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -27,6 +28,9 @@ from ..termination import StopRequest
 from .dataset import EvalImage
 from .gt_poses import check_size
 from .records import loop_record
+
+if TYPE_CHECKING:
+    from ..loop import IterationRecord
 
 logger = logging.getLogger("bmp.eval")
 
@@ -51,6 +55,14 @@ class ImagePredictor(Protocol):
         ...
 
 
+@dataclass
+class LoopOutput:
+    """One image's loop history and the seconds per loop stage it took."""
+
+    history: list[IterationRecord]
+    times: dict[str, float]
+
+
 class LoopPredictor:
     """The BBox-Mask-Pose loop with its per-iteration history."""
 
@@ -58,22 +70,24 @@ class LoopPredictor:
         self.bmp = bmp
         self.last: str = ""
 
-    def __call__(self, image: EvalImage) -> list[Any]:
+    def __call__(self, image: EvalImage) -> LoopOutput:
         history = self.bmp.predict_iterations(image.path)
         check_size(history[0].detect_input, image)
         self._found(history)
-        return history
+        return LoopOutput(history, self.bmp.times.per_image(1))
 
-    def predict_batch(self, images: list[EvalImage], arrays: list[np.ndarray]) -> list[list[Any]]:
+    def predict_batch(self, images: list[EvalImage], arrays: list[np.ndarray]) -> list[LoopOutput]:
         """The histories of several images, the loop running on them together."""
         for image, array in zip(images, arrays, strict=True):
             check_size(array, image)  # before the model: no batch is run for nothing
         histories = self.bmp.predict_iterations_batch(arrays, names=[str(i.path) for i in images])
         self._found(histories[-1])
-        return histories
+        times = self.bmp.times.per_image(len(images))
+        return [LoopOutput(history, times) for history in histories]
 
-    def to_record(self, history: list[Any], image: EvalImage) -> dict[str, Any]:
-        return loop_record(history, image.id)
+    def to_record(self, output: LoopOutput, image: EvalImage) -> dict[str, Any]:
+        # The times are for `bmp eval --report`; the metrics never read them.
+        return {**loop_record(output.history, image.id), "times": output.times}
 
     def _found(self, history: list[Any]) -> None:
         self.last = people_per_iteration(history[-1].people)

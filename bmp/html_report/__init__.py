@@ -23,6 +23,7 @@ from .page import (
     render_page,
     run_legend,
     stage_summary,
+    stage_times,
 )
 
 __all__ = ["REPORT", "THUMBS", "write_eval_report", "write_run_report"]
@@ -50,6 +51,8 @@ def write_eval_report(
         sections.append(f"<section class=\"plot\"><h2>AP vs iteration</h2><img src=\"{plot.name}\" "
                         f"alt=\"AP vs loop iteration\"></section>")
     sections.append(added_summary(entries, num_iters, primary))
+    if times := stage_times(entries):  # records of an older bmp have none
+        sections.append(f"<section id=\"times\"><h2>Time per loop stage</h2>{times}</section>")
     page = render_page(
         "bmp eval report",
         f"{metrics['dataset']['ann']} · config {metrics['config']} · {num_iters} iterations",

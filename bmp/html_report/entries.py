@@ -66,6 +66,7 @@ def eval_entries(
         record = records[i]
         entry: Entry = {"id": i, "f": record["file"], "w": record["width"], "h": record["height"],
                         "n": [], "new": [], "hit": [], "fp": [], "miss": [],
+                        "tm": _milliseconds(record.get("times")),
                         "ap": {t: [_round(scored[k, t][i].ap) for k in people] for t in iou_types}}
         views = []
         for k in people:

@@ -100,18 +100,25 @@ def stage_summary(entries: Sequence[Entry]) -> str:
     new = [sum(e["new"][k] for e in entries if k < len(e["new"])) for k in range(iters)]
     parts = ["<section id=\"summary\"><h2>Summary</h2><p>People found per iteration: "
              + ", ".join(f"iteration {k + 1}: <b>{n}</b>" for k, n in enumerate(new)) + ".</p>"]
-    timed = [e["tm"] for e in entries if e.get("tm")]
-    if timed:
-        stages = list(dict.fromkeys(s for t in timed for s in t))
-        means = {s: sum(t.get(s, 0.0) for t in timed) / len(timed) for s in stages}
-        head = "".join(f"<th>{html.escape(s)}</th>" for s in stages)
-        parts.append(f"<table class=\"small\"><thead><tr>{head}<th>total</th></tr></thead><tbody><tr>"
-                     + "".join(f"<td>{means[s]:.1f}</td>" for s in stages)
-                     + f"<td>{sum(means.values()):.1f}</td></tr></tbody></table>"
-                     f"<p class=\"note\">Mean milliseconds per image over {len(timed)} images "
-                     "(a batch's time is shared equally by its images).</p>")
+    parts.append(stage_times(entries))
     parts.append("</section>")
     return "".join(parts)
+
+
+def stage_times(entries: Sequence[Entry]) -> str:
+    """The mean milliseconds per image of each loop stage ("" when no image logged its times)."""
+    timed = [e["tm"] for e in entries if e.get("tm")]
+    if not timed:
+        return ""
+    stages = list(dict.fromkeys(s for t in timed for s in t))
+    means = {s: sum(t.get(s, 0.0) for t in timed) / len(timed) for s in stages}
+    head = "".join(f"<th>{html.escape(s)}</th>" for s in stages)
+    return (f"<table class=\"small\" id=\"stage-times\"><thead><tr>{head}<th>total</th></tr></thead>"
+            "<tbody><tr>"
+            + "".join(f"<td>{means[s]:.1f}</td>" for s in stages)
+            + f"<td>{sum(means.values()):.1f}</td></tr></tbody></table>"
+            f"<p class=\"note\">Mean milliseconds per image over {len(timed)} images "
+            "(a batch's time is shared equally by its images).</p>")
 
 
 def markdown_html(markdown: str) -> str:
