@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..coco import coco_to_instances
+from ..masks import decode_rle
 from ..structures import Instances
 from ..vis import draw_instances, write_image
 
@@ -65,11 +66,9 @@ def write_thumbnails(folder: Path, names: list[str], image_path: Path, views: li
         return
     from ..images import load_image
 
-    image = load_image(image_path)
-    small, factor = shrink(image)
+    small, factor = shrink(load_image(image_path))
     for name, view in todo:
-        write_image(folder / name, render(small, factor, view, image.shape[:2]),
-                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        write_image(folder / name, render(small, factor, view), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
 
 
 def shrink(image_rgb: np.ndarray) -> tuple[np.ndarray, float]:
@@ -82,10 +81,10 @@ def shrink(image_rgb: np.ndarray) -> tuple[np.ndarray, float]:
     return cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA), factor
 
 
-def render(small_rgb: np.ndarray, factor: float, view: View, full_size: tuple[int, int]) -> np.ndarray:
-    """The BGR overlay of ``view`` on the image shrunk by ``factor`` from ``full_size``."""
-    people = _at_thumbnail_scale(view.people, full_size, small_rgb.shape[:2], factor)
-    out = draw_instances(small_rgb, people, show_prompts=False)
+def render(small_rgb: np.ndarray, factor: float, view: View) -> np.ndarray:
+    """The BGR overlay of ``view`` on the image shrunk by ``factor``."""
+    out = draw_instances(small_rgb, _at_thumbnail_scale(view.people, small_rgb.shape[:2], factor),
+                         show_prompts=False)
     for person, color in zip(view.people, view.highlight, strict=True):
         if color is not None:
             x, y, w, h = (v * factor for v in person["bbox"])
@@ -95,16 +94,18 @@ def render(small_rgb: np.ndarray, factor: float, view: View, full_size: tuple[in
     return out
 
 
-def _at_thumbnail_scale(people: list[dict[str, Any]], full_size: tuple[int, int], size: tuple[int, int],
-                        factor: float) -> Instances:
+def _at_thumbnail_scale(people: list[dict[str, Any]], size: tuple[int, int], factor: float) -> Instances:
     """Logged COCO results as :class:`Instances` at the thumbnail's scale."""
-    full = coco_to_instances(people, full_size)
+    # Masks one at a time, each shrunk as soon as it is decoded: a crowd of
+    # full-resolution masks at once would take gigabytes for a large photo.
     h, w = size
-    masks = np.zeros((len(full), h, w), bool)
-    for i, mask in enumerate(full.masks):
-        masks[i] = cv2.resize(mask.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-    return Instances(size, boxes=full.boxes * factor, scores=full.scores, keypoints=full.keypoints * factor,
-                     keypoint_scores=full.keypoint_scores, masks=masks, iteration=full.iteration)
+    masks = np.zeros((len(people), h, w), bool)
+    for i, person in enumerate(people):
+        if person.get("segmentation"):
+            full = decode_rle(person["segmentation"]).view(np.uint8)
+            masks[i] = cv2.resize(full, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    drawn = coco_to_instances([{k: v for k, v in p.items() if k != "segmentation"} for p in people], size)
+    return drawn.replace(boxes=drawn.boxes * factor, keypoints=drawn.keypoints * factor, masks=masks)
 
 
 def _dashed_box(out: np.ndarray, xywh: list[float], color: tuple[int, int, int], dash: int = 6) -> None:
