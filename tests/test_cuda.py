@@ -33,7 +33,7 @@ from bmp import BMP
 from bmp.images import load_image
 from bmp.loop import given_people
 from bmp.masks import box_iou, component_areas, exclusive_masks, fill_small_regions, mask_iou, mask_out
-from bmp.structures import Instances
+from bmp.structures import Instances, to_numpy
 from tests.conftest import COCO_ANN, COCO_DIR, ROOT
 from tests.tiny_models import CSPNEXT_T_UDP, SAM21_T, tiny_config
 
@@ -99,7 +99,7 @@ def sam_stage(bmp: BMP, image: np.ndarray, poses: Instances, one_by_one: bool = 
     with torch.inference_mode(), bmp.autocast():
         bmp.segmenter.set_image(image)
         masks = [bmp.segmenter.segment(group).masks for group in groups]
-    return np.concatenate([m.cpu().numpy() if isinstance(m, torch.Tensor) else m for m in masks])
+    return np.concatenate([to_numpy(m) for m in masks])
 
 
 def same_stage_outputs(heatmaps: tuple[torch.Tensor, torch.Tensor], masks: tuple[np.ndarray, np.ndarray],
