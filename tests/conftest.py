@@ -13,8 +13,10 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from bmp.sample_data import shared_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("BMP_SHARED", ROOT.parent / "shared"))
+SHARED = shared_dir(ROOT)
 COCO_DIR = SHARED / "data" / "coco"
 COCO_ANN = COCO_DIR / "annotations.json"
 MODELS_DIR = SHARED / "models"

@@ -498,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", required=True, help="the kit folder (replaced whole when the build succeeds)")
     b.add_argument("--python", default=None, help="X.Y (default: the target file's 'Python X.Y.Z' comment)")
     b.add_argument("--platform", action="append", default=None, help="wheel platform tag, repeatable")
+    # bmp.sample_data.shared_dir's default, restated: this runs on a bare Python without bmp.
     b.add_argument("--shared", default=os.environ.get("BMP_SHARED", str(ROOT.parent / "shared")),
                    help="the shared folder whose data/coco comes along (default: $BMP_SHARED or ../shared)")
     b.add_argument("--no-data", action="store_true", help="packages only")
