@@ -224,6 +224,17 @@ def encode_rle(mask: np.ndarray) -> dict:
     return rle
 
 
+def segmentation_to_rle(segmentation: list | dict, height: int, width: int) -> dict:
+    """A COCO annotation's ``segmentation`` (polygons, uncompressed RLE or
+    compressed RLE) as one compressed RLE, polygons merged, as pycocotools'
+    ``COCO.annToRLE`` reads it."""
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return segmentation
+
+
 def decode_rle(rle: dict) -> np.ndarray:
     """The (H, W) bool mask of a COCO RLE whose ``counts`` is str or bytes
     (the inverse of :func:`encode_rle`)."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from bmp.coco import coco_to_instances, instances_to_coco
-from bmp.masks import decode_rle, encode_rle
+from bmp.masks import decode_rle, encode_rle, segmentation_to_rle
+from bmp.models.mask_condition import rasterize_polygons
 from bmp.structures import NUM_KEYPOINTS, Instances
 
 
@@ -64,3 +65,21 @@ def test_decode_rle_inverts_encode_rle_with_str_or_bytes_counts():
     assert isinstance(rle["counts"], str)
     assert np.array_equal(decode_rle(rle), mask)
     assert np.array_equal(decode_rle(dict(rle, counts=rle["counts"].encode("ascii"))), mask)
+
+
+def _uncompressed(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE: column-major run lengths, starting with a run of zeros."""
+    flat = mask.flatten(order="F").astype(np.int8)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+    return {"size": list(mask.shape), "counts": np.diff(np.concatenate([[0], edges])).tolist()}
+
+
+def test_every_coco_segmentation_form_reads_as_the_same_mask():
+    # Two parts of one person (polygons are merged), as ground truth has them.
+    polygons = [[1, 1, 6, 1, 6, 4, 1, 4], [2, 6, 8, 6, 8, 9, 2, 9]]
+    mask = rasterize_polygons([np.asarray(p) for p in polygons], 11, 10)
+    assert mask.sum() > 0 and mask[:5].any() and mask[6:].any()
+    compressed = encode_rle(mask)
+    for form in (polygons, _uncompressed(mask), compressed,
+                 dict(compressed, counts=compressed["counts"].encode("ascii"))):
+        assert np.array_equal(decode_rle(segmentation_to_rle(form, 11, 10)), mask), form

@@ -11,6 +11,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from bmp.masks import encode_rle
 from bmp.models.mask_condition import (
     dim_background,
     filled_contour_mask,
@@ -187,6 +188,11 @@ def test_mask_background_transform_uses_the_filled_contours():
     )["img"]
     np.testing.assert_array_equal(from_mask, want)
     np.testing.assert_array_equal(from_polygons, want)
+    # A dataset's RLE is the mask itself, as bmp.masks.segmentation_to_rle reads it.
+    from_rle = MaskBackground(alpha=0.25).transform(
+        {"img": img.copy(), "segmentation": encode_rle(filled)}
+    )["img"]
+    np.testing.assert_array_equal(from_rle, want)
     # No mask, or a mask without polygon: left as it is, unless told to fail.
     for sample in ({}, {"mask": np.zeros((40, 50), bool)}, {"segmentation": None}):
         out = MaskBackground(alpha=0.25).transform({"img": img.copy(), **sample})["img"]

@@ -22,6 +22,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from ..masks import segmentation_to_rle
 from ..structures import NUM_KEYPOINTS
 from .crowdpose import IOU_TYPE as CROWDPOSE_KEYPOINTS
 from .crowdpose import is_crowdpose_layout, missing_crowd_index
@@ -201,7 +202,7 @@ def _normalise(ann: dict[str, Any], images: dict[int, dict[str, Any]], fallback_
     ann.setdefault("id", fallback_id)
     ann.setdefault("iscrowd", 0)
     segm = ann.get("segmentation")
-    rle = _to_rle(segm, info["height"], info["width"]) if segm else None
+    rle = segmentation_to_rle(segm, info["height"], info["width"]) if segm else None
     if not ann.get("bbox"):
         ann["bbox"] = [float(v) for v in mask_utils.toBbox(rle)]
     if "area" not in ann:
@@ -210,14 +211,6 @@ def _normalise(ann: dict[str, Any], images: dict[int, dict[str, Any]], fallback_
     if ann.get("keypoints") and "num_keypoints" not in ann:
         ann["num_keypoints"] = int(sum(v > 0 for v in ann["keypoints"][2::3]))
     return ann
-
-
-def _to_rle(segm: Any, height: int, width: int) -> dict:
-    if isinstance(segm, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
-    if isinstance(segm.get("counts"), list):
-        return mask_utils.frPyObjects(segm, height, width)
-    return segm
 
 
 def _num_keypoints(category: dict[str, Any], anns: list[dict[str, Any]]) -> int:

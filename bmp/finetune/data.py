@@ -28,6 +28,7 @@ from pycocotools.coco import COCO
 
 from ..config import ConfigError
 from ..images import load_image
+from ..masks import decode_rle, segmentation_to_rle
 from .config import DatasetConfig
 
 logger = logging.getLogger(__name__)
@@ -172,15 +173,8 @@ class PersonMaskDataset:
         return out
 
     def _decode(self, ann: dict[str, Any], entry: ImageEntry) -> np.ndarray:
-        segm = ann["segmentation"]
         h, w = entry.height, entry.width
-        if isinstance(segm, list):
-            rle = mask_utils.merge(mask_utils.frPyObjects(segm, h, w))
-        elif isinstance(segm.get("counts"), list):
-            rle = mask_utils.frPyObjects(segm, h, w)
-        else:
-            rle = segm
-        mask = mask_utils.decode(rle).astype(bool)
+        mask = decode_rle(segmentation_to_rle(ann["segmentation"], h, w))
         if mask.shape != (h, w):
             raise ValueError(f"mask is {mask.shape}, image is {(h, w)}")
         return mask

@@ -6,7 +6,8 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmpose.registry import TRANSFORMS
 
-from ..mask_condition import dim_background, filled_contour_mask, rasterize_polygons
+from ...masks import decode_rle, segmentation_to_rle
+from ..mask_condition import dim_background, filled_contour_mask
 
 
 @TRANSFORMS.register_module()
@@ -53,13 +54,4 @@ class MaskBackground(BaseTransform):
 
 
 def _decode_segmentation(segmentation: list | dict, size: tuple[int, int]) -> np.ndarray:
-    from pycocotools import mask as mask_utils
-
-    h, w = size
-    if isinstance(segmentation, list):
-        return rasterize_polygons(segmentation, h, w)
-    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, h, w)
-    else:
-        rle = segmentation
-    return mask_utils.decode(rle).astype(bool)
+    return decode_rle(segmentation_to_rle(segmentation, *size))
