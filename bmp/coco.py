@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import cv2
 import numpy as np
 
 from .masks import decode_rle, encode_rle
@@ -56,7 +57,9 @@ def instances_to_coco(people: Instances, image_id: int) -> list[dict[str, Any]]:
     return out
 
 
-def coco_to_instances(results: Sequence[Mapping[str, Any]], image_size: tuple[int, int]) -> Instances:
+def coco_to_instances(
+    results: Sequence[Mapping[str, Any]], image_size: tuple[int, int], scale: float = 1.0
+) -> Instances:
     """The people of one image's COCO results: the inverse of
     :func:`instances_to_coco` up to its rounding (prompts are not written and
     come back empty), plus ``track_id`` where a video record has it.
@@ -64,6 +67,10 @@ def coco_to_instances(results: Sequence[Mapping[str, Any]], image_size: tuple[in
     Results from other tools may carry only ``bbox``: a field a result lacks
     comes back neutral (zero keypoints and scores, an empty mask, iteration 1,
     track -1), so their people can still be drawn and counted.
+
+    ``scale`` maps the results' pixels into an image of ``image_size`` (a
+    thumbnail, say): boxes and keypoints (the extra ones too) are multiplied by
+    it and each mask is resized to ``image_size`` (nearest neighbour).
     """
     h, w = image_size
     n = len(results)
@@ -80,13 +87,16 @@ def coco_to_instances(results: Sequence[Mapping[str, Any]], image_size: tuple[in
     masks = np.zeros((n, h, w), bool)
     for i, result in enumerate(results):
         if result.get("segmentation"):
-            masks[i] = decode_rle(result["segmentation"])
+            # Resized one at a time, as soon as decoded: a crowd of full-size
+            # masks at once would take gigabytes for a large photo.
+            mask = decode_rle(result["segmentation"])
+            masks[i] = mask if scale == 1.0 else _resized(mask, (h, w))
     return Instances(
         (h, w),
-        boxes=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
+        boxes=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) * np.float32(scale),
         scores=column("score", (), np.float32, 0.0),
         det_scores=column("det_score", (), np.float32, 0.0),
-        keypoints=np.ascontiguousarray(kpts[..., :2]),
+        keypoints=np.ascontiguousarray(kpts[..., :2]) * np.float32(scale),
         keypoint_scores=np.ascontiguousarray(kpts[..., 2]),
         visibility=column("visibility", (NUM_KEYPOINTS,), np.float32, 0.0),
         presence=column("presence", (NUM_KEYPOINTS,), np.float32, 0.0),
@@ -96,8 +106,12 @@ def coco_to_instances(results: Sequence[Mapping[str, Any]], image_size: tuple[in
         iteration=column("iteration", (), np.int32, 1),
         track_id=column("track_id", (), np.int32, -1),
         extra_keypoints=column("extra_keypoints", (NUM_EXTRA_KEYPOINTS * 3,), np.float32, 0.0).reshape(
-            n, NUM_EXTRA_KEYPOINTS, 3),
+            n, NUM_EXTRA_KEYPOINTS, 3) * np.array([scale, scale, 1], np.float32),
     )
+
+
+def _resized(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(mask.view(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def image_id_from_name(path: str | os.PathLike, fallback: int) -> int:

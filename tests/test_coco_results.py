@@ -3,6 +3,7 @@ that video records (resume) and the HTML report's thumbnails share."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from bmp.coco import coco_to_instances, instances_to_coco
@@ -46,6 +47,23 @@ def test_results_come_back_as_the_people_written_up_to_rounding():
     assert np.array_equal(back.masks, people.masks)
     assert back.iteration.tolist() == [1, 2, 2] and back.track_id.tolist() == [7, -1, 3]
     assert back.prompts.shape == (3, 0, 2)
+
+
+def test_results_come_back_scaled_into_a_smaller_image():
+    people = _people(3)
+    h, w = people.image_size
+    small = (h // 2, w // 2)
+    back = coco_to_instances(instances_to_coco(people, 5), small, scale=0.5)
+    full = coco_to_instances(instances_to_coco(people, 5), people.image_size)
+    assert back.image_size == small and back.masks.shape == (3, *small)
+    np.testing.assert_allclose(back.boxes, full.boxes * 0.5, atol=1e-5)
+    np.testing.assert_allclose(back.keypoints, full.keypoints * 0.5, atol=1e-5)
+    np.testing.assert_allclose(back.extra_keypoints[..., :2], full.extra_keypoints[..., :2] * 0.5, atol=1e-5)
+    np.testing.assert_array_equal(back.extra_keypoints[..., 2], full.extra_keypoints[..., 2])
+    np.testing.assert_array_equal(back.keypoint_scores, full.keypoint_scores)
+    for got, mask in zip(back.masks, full.masks, strict=True):
+        expected = cv2.resize(mask.view(np.uint8), small[::-1], interpolation=cv2.INTER_NEAREST) > 0
+        assert np.array_equal(got, expected) and got.any()
 
 
 def test_results_of_other_tools_with_only_boxes_come_back_neutral():

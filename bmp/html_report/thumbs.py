@@ -19,8 +19,6 @@ import cv2
 import numpy as np
 
 from ..coco import coco_to_instances
-from ..masks import decode_rle
-from ..structures import Instances
 from ..vis import draw_instances, write_image
 
 #: Long side of every thumbnail, in pixels: the page's size and the disk's do not
@@ -83,7 +81,7 @@ def shrink(image_rgb: np.ndarray) -> tuple[np.ndarray, float]:
 
 def render(small_rgb: np.ndarray, factor: float, view: View) -> np.ndarray:
     """The BGR overlay of ``view`` on the image shrunk by ``factor``."""
-    out = draw_instances(small_rgb, _at_thumbnail_scale(view.people, small_rgb.shape[:2], factor),
+    out = draw_instances(small_rgb, coco_to_instances(view.people, small_rgb.shape[:2], scale=factor),
                          show_prompts=False)
     for person, color in zip(view.people, view.highlight, strict=True):
         if color is not None:
@@ -92,20 +90,6 @@ def render(small_rgb: np.ndarray, factor: float, view: View) -> np.ndarray:
     for box in view.missed:
         _dashed_box(out, [v * factor for v in box], MISSED_COLOR)
     return out
-
-
-def _at_thumbnail_scale(people: list[dict[str, Any]], size: tuple[int, int], factor: float) -> Instances:
-    """Logged COCO results as :class:`Instances` at the thumbnail's scale."""
-    # Masks one at a time, each shrunk as soon as it is decoded: a crowd of
-    # full-resolution masks at once would take gigabytes for a large photo.
-    h, w = size
-    masks = np.zeros((len(people), h, w), bool)
-    for i, person in enumerate(people):
-        if person.get("segmentation"):
-            full = decode_rle(person["segmentation"]).view(np.uint8)
-            masks[i] = cv2.resize(full, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-    drawn = coco_to_instances([{k: v for k, v in p.items() if k != "segmentation"} for p in people], size)
-    return drawn.replace(boxes=drawn.boxes * factor, keypoints=drawn.keypoints * factor, masks=masks)
 
 
 def _dashed_box(out: np.ndarray, xywh: list[float], color: tuple[int, int, int], dash: int = 6) -> None:
