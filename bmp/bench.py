@@ -525,6 +525,7 @@ def make_scenes(
 
     from .evaluation.cocoeval import load_gt
     from .images import load_image
+    from .masks import resize_mask
 
     coco: COCO = load_gt(ann)
     by_name = {p.name: p for p in images}
@@ -555,7 +556,7 @@ def make_scenes(
             scale = min(cell_w / crop.shape[1], cell_h / crop.shape[0]) * 0.9
             w, h = max(int(crop.shape[1] * scale), 1), max(int(crop.shape[0] * scale), 1)
             crop = cv2.resize(crop, (w, h))
-            mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+            mask = resize_mask(mask, (h, w))
             x0, y0 = (i % cols) * cell_w + (cell_w - w) // 2, (i // cols) * cell_h + (cell_h - h) // 2
             region = canvas[y0 : y0 + h, x0 : x0 + w]
             region[mask] = crop[mask]

@@ -12,10 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import cv2
 import numpy as np
 
-from .masks import decode_rle, encode_rle
+from .masks import decode_rle, encode_rle, resize_mask
 from .structures import NUM_EXTRA_KEYPOINTS, NUM_KEYPOINTS, Instances
 
 logger = logging.getLogger("bmp")
@@ -90,7 +89,7 @@ def coco_to_instances(
             # Resized one at a time, as soon as decoded: a crowd of full-size
             # masks at once would take gigabytes for a large photo.
             mask = decode_rle(result["segmentation"])
-            masks[i] = mask if scale == 1.0 else _resized(mask, (h, w))
+            masks[i] = mask if scale == 1.0 else resize_mask(mask, (h, w))
     return Instances(
         (h, w),
         boxes=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) * np.float32(scale),
@@ -108,10 +107,6 @@ def coco_to_instances(
         extra_keypoints=column("extra_keypoints", (NUM_EXTRA_KEYPOINTS * 3,), np.float32, 0.0).reshape(
             n, NUM_EXTRA_KEYPOINTS, 3) * np.array([scale, scale, 1], np.float32),
     )
-
-
-def _resized(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(mask.view(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def image_id_from_name(path: str | os.PathLike, fallback: int) -> int:

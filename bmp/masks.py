@@ -243,6 +243,13 @@ def decode_rle(rle: dict) -> np.ndarray:
                               else counts}).astype(bool)
 
 
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The (H, W) bool ``mask`` resized to ``size`` = (h, w) by nearest neighbour
+    (interpolating would invent soft edges a bool mask cannot hold)."""
+    return cv2.resize(mask.astype(np.uint8, copy=False), (size[1], size[0]),
+                      interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
 def mask_iou(a: MaskArray, b: MaskArray) -> np.ndarray:
     """(N, M) IoU between two stacks of (H, W) bool masks (numpy or torch)."""
     fa = to_numpy(a).reshape(len(a), -1).astype(np.float32)

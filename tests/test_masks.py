@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from bmp.masks import encode_rle, exclusive_masks, fill_small_regions, mask_iou, mask_out
+from bmp.masks import encode_rle, exclusive_masks, fill_small_regions, mask_iou, mask_out, resize_mask
 
 
 def test_exclusive_masks_never_overlap_and_highest_score_wins():
@@ -56,3 +56,12 @@ def test_rle_round_trip_and_iou():
     back = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
     assert (back.astype(bool) == mask).all()
     assert mask_iou(mask[None], mask[None])[0, 0] == pytest.approx(1.0)
+
+
+def test_resize_mask_takes_h_w_and_keeps_hard_edges():
+    mask = np.zeros((4, 6), bool)
+    mask[:2, :3] = True  # the top-left quarter
+    up = resize_mask(mask, (8, 12))
+    assert up.dtype == bool and up.shape == (8, 12)
+    assert up[:4, :6].all() and not up[4:].any() and not up[:, 6:].any()
+    assert np.array_equal(resize_mask(up, (4, 6)), mask)

@@ -22,7 +22,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from ..coco import write_json_atomic
-from ..masks import encode_rle
+from ..masks import encode_rle, resize_mask
 from ..structures import mask_region
 
 
@@ -104,7 +104,7 @@ def _paste(coco: COCO, image_dir: str | os.PathLike, target: dict, donor: dict, 
     if size[0] >= w or size[1] >= h:
         return None
     crop = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
-    crop_mask = cv2.resize(crop_mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    crop_mask = resize_mask(crop_mask, size[::-1])
     tx, ty, tw, th = target["bbox"]
     for _ in range(spec.tries):
         # Donor centre anywhere over the target's box.
