@@ -1,6 +1,8 @@
 """bmp: people detection, pose estimation and instance segmentation in crowds
 with the BBox-Mask-Pose loop."""
 
+# First: it must run before anything imports mmpretrain.
+from . import mmpretrain_compat  # noqa: F401, I001
 from .loop import BMP
 from .structures import Instances
 

@@ -6,7 +6,8 @@
 #      venv) holding the target's torch 2.11.0 and torchvision 0.26.0 (PyPI's Linux
 #      builds, which carry CUDA libraries and run on the CPU), numpy 2.5.2, the
 #      newest setuptools (no pkg_resources, as on the image) and every other
-#      distribution of the target list that the kit counts on, at its version;
+#      distribution of the target list that the kit counts on, at its version,
+#      and transformers (mmpretrain changes what it imports when it is there);
 #   3. acceptance call 1 (install from the kit, pytest -m cuda) with the network
 #      cut (unshare -n where it works; pip never gets an index anyway);
 #   4. the smoke tests, in the installed environment, also without the network;
@@ -100,6 +101,10 @@ for name, entry in json.load(open(sys.argv[1]))["satisfied_by_target"].items():
     print(f"{name}=={entry['version']}" if entry["version"] else name)
 PY
 )
+  # Not counted on by the kit, but on the target and read by what the kit installs:
+  # with transformers there, mmpretrain imports its multimodal models, which broke
+  # the first GPU run under transformers 5 (bmp.mmpretrain_compat).
+  mapfile -t -O "${#reqs[@]}" reqs < <(grep -E '^transformers==' "$TARGET_FILE")
   "$TARGET/bin/python" -m pip install -q --progress-bar off --upgrade pip setuptools "${reqs[@]}"
 }
 
