@@ -13,8 +13,8 @@ def shared_dir(checkout: Path | None = None) -> Path:
 
     ``checkout`` defaults to the working folder (``../shared``), since README's
     commands run from the project root; the tests pass their own checkout so
-    that they find the data from any working folder. tools/kit.py restates this
-    default because it runs on a bare Python, before bmp is installed."""
+    that they find the data from any working folder. tools/kit.py loads this
+    file by its path: it runs on a bare Python, before bmp is installed."""
     beside = Path("..") if checkout is None else checkout.parent
     return Path(os.environ.get("BMP_SHARED", beside / "shared"))
 

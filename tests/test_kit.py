@@ -233,6 +233,17 @@ def test_the_wheelhouse_and_the_kit_default_to_one_list_of_platforms(capsys):
     assert "kit.py\" default-platforms" in install and "manylinux2014_x86_64" not in install
 
 
+def test_the_kit_finds_the_shared_data_where_bmp_does(tmp_path, monkeypatch):
+    from bmp import sample_data
+
+    monkeypatch.delenv("BMP_SHARED", raising=False)
+    assert kit.shared_dir() == sample_data.shared_dir(ROOT) == ROOT.parent / "shared"
+    monkeypatch.setenv("BMP_SHARED", str(tmp_path))
+    assert kit.shared_dir() == sample_data.shared_dir(ROOT) == tmp_path
+    # One rule: kit.py runs bmp's own file rather than a copy of it.
+    assert 'environ.get("BMP_SHARED"' not in (ROOT / "tools" / "kit.py").read_text()
+
+
 def test_kit_options_are_checked(tmp_path):
     for args in (["--kit", str(tmp_path / "k")], ["--target", str(SHIPPED_TARGET)]):
         result = install_sh(*args)

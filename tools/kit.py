@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -56,6 +57,17 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = "kit.json"
 MIB = 1 << 20
+
+
+def shared_dir() -> Path:
+    """bmp.sample_data.shared_dir for this checkout, loaded from its file: kit.py
+    runs on a bare Python, before bmp (and the torch it imports) is installed."""
+    spec = importlib.util.spec_from_file_location("_bmp_sample_data", ROOT / "bmp" / "sample_data.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.shared_dir(ROOT)
+
 
 #: Distributions the acceptance does not need, with the reason the manifest gives.
 LEFT_OUT = {
@@ -498,8 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", required=True, help="the kit folder (replaced whole when the build succeeds)")
     b.add_argument("--python", default=None, help="X.Y (default: the target file's 'Python X.Y.Z' comment)")
     b.add_argument("--platform", action="append", default=None, help="wheel platform tag, repeatable")
-    # bmp.sample_data.shared_dir's default, restated: this runs on a bare Python without bmp.
-    b.add_argument("--shared", default=os.environ.get("BMP_SHARED", str(ROOT.parent / "shared")),
+    b.add_argument("--shared", default=str(shared_dir()),
                    help="the shared folder whose data/coco comes along (default: $BMP_SHARED or ../shared)")
     b.add_argument("--no-data", action="store_true", help="packages only")
     b.add_argument("--max-mib", type=float, default=20.0, help="refuse a kit larger than this (default 20)")
