@@ -6,8 +6,8 @@
 #      venv) holding the target's torch 2.11.0 and torchvision 0.26.0 (PyPI's Linux
 #      builds, which carry CUDA libraries and run on the CPU), numpy 2.5.2, the
 #      newest setuptools (no pkg_resources, as on the image) and every other
-#      distribution of the target list that the kit counts on, at its version,
-#      and transformers (mmpretrain changes what it imports when it is there);
+#      distribution of the target list, at its version where the list gives one,
+#      but the few a CPU machine cannot use (NOT_ON_A_CPU);
 #   3. acceptance call 1 (install from the kit, pytest -m cuda) with the network
 #      cut (unshare -n where it works; pip never gets an index anyway);
 #   4. the smoke tests, in the installed environment, also without the network;
@@ -19,14 +19,26 @@
 # 15 minutes).
 #
 #   bash tools/rehearse_target.sh [WORK]         # default WORK: outputs/rehearsal
+#   bash tools/rehearse_target.sh --stand-in-requirements   # what the stand-in installs
 # Environment: TARGET_FILE (default tools/targets/h200-cuda13-py312.txt),
 # PYTHON312 (default: python3.12 on the PATH or under pyenv), KEEP_TARGET=1 to
 # reuse WORK/target from an earlier run, MAX_JOBS (default: every core).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-WORK="$(mkdir -p "${1:-$ROOT/outputs/rehearsal}" && cd "${1:-$ROOT/outputs/rehearsal}" && pwd)"
 TARGET_FILE="${TARGET_FILE:-$ROOT/tools/targets/h200-cuda13-py312.txt}"
+# The stand-in holds the whole target list but what a CPU machine cannot use: the
+# CUDA-only packages (torch brings the CUDA libraries it needs itself) and mpi4py,
+# which needs an MPI library to build.
+NOT_ON_A_CPU='^(nvidia-cu|nvidia-n[cv]|cuda-|cupy|jax-cuda|numba-cuda|mpi4py)'
+stand_in_requirements() {
+  grep -Ev '^[[:space:]]*(#|$)' "$TARGET_FILE" | grep -Ev "$NOT_ON_A_CPU"
+}
+if [[ ${1:-} == --stand-in-requirements ]]; then
+  stand_in_requirements
+  exit
+fi
+WORK="$(mkdir -p "${1:-$ROOT/outputs/rehearsal}" && cd "${1:-$ROOT/outputs/rehearsal}" && pwd)"
 PY312="${PYTHON312:-}"
 if [[ -z $PY312 ]]; then
   # pyenv's shims answer for versions that are not selected: try each candidate.
@@ -94,17 +106,10 @@ stand_in() {
   rm -rf "$TARGET"
   # timed runs this where errexit is off: each step says itself when it fails.
   "$PY312" -m venv "$TARGET" || return
-  # What the target has and the kit counts on, at the target's versions.
-  mapfile -t reqs < <("$TARGET/bin/python" - "$KIT/kit.json" <<'PY'
-import json, sys
-for name, entry in json.load(open(sys.argv[1]))["satisfied_by_target"].items():
-    print(f"{name}=={entry['version']}" if entry["version"] else name)
-PY
-)
-  # Not counted on by the kit, but on the target and read by what the kit installs:
-  # with transformers there, mmpretrain imports its multimodal models, which broke
-  # the first GPU run under transformers 5 (bmp.mmpretrain_compat).
-  mapfile -t -O "${#reqs[@]}" reqs < <(grep -E '^transformers==' "$TARGET_FILE")
+  # Not only what the kit counts on: what it installs reads other target packages
+  # too (mmpretrain turns on its multimodal models when transformers is there, which
+  # broke the first GPU run under transformers 5; pytest loads the image's plugins).
+  mapfile -t reqs < <(stand_in_requirements)
   "$TARGET/bin/python" -m pip install -q --progress-bar off --upgrade pip setuptools "${reqs[@]}"
 }
 
