@@ -148,11 +148,11 @@ def test_each_call_of_the_acceptance_fits_nine_minutes():
     assert 'timeout -s INT -k "$GRACE" "$budget" "$@"' in script
 
 
-def _fake_venv(tmp_path, slow_batch_bench: bool = False, real_merge: bool = False):
+def _fake_venv(tmp_path, slow_batch_bench: bool = False, real_merge: bool = False, slow_tests: bool = False):
     """An interpreter that only logs its arguments (and so "sees" CUDA), its
     BMP_SHARED, BMP_WITHOUT_PYAV and BMP_CUDA_TESTS_DEVICE, and has no PyAV.
-    ``slow_batch_bench``: the batch-curve bench takes 100 s; ``real_merge``:
-    bmp.bench_report really runs."""
+    ``slow_batch_bench``: the batch-curve bench takes 100 s; ``slow_tests``: so
+    does pytest; ``real_merge``: bmp.bench_report really runs."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     log, env_log = tmp_path / "calls.log", tmp_path / "env.log"
@@ -161,6 +161,7 @@ def _fake_venv(tmp_path, slow_batch_bench: bool = False, real_merge: bool = Fals
                     f'printf "%s %s tests-on=%s\\n" "${{BMP_SHARED:-}}" "${{BMP_WITHOUT_PYAV:-}}" '
                     f'"${{BMP_CUDA_TESTS_DEVICE:-}}" >> {env_log}\n'
                     + ('[[ "$*" == *"--batch-size"* ]] && exec sleep 100\n' if slow_batch_bench else "")
+                    + ('[[ "$*" == "-m pytest "* ]] && exec sleep 100\n' if slow_tests else "")
                     + (f'[[ "$1 $2" == "-m bmp.bench_report" ]] && exec {sys.executable} "$@"\n'
                        if real_merge else "")
                     + '[[ "$*" != *"import av"* ]]\n')
@@ -216,6 +217,23 @@ def test_two_calls_merge_into_one_archive_with_the_kits_data(tmp_path):
     assert bad.returncode == 2 and "--within takes whole seconds, not '9m'" in bad.stderr
 
 
+def _timed_call(venv, out, *options: str) -> dict[str, str]:
+    """One acceptance call with a fake interpreter, which must fail (a step ran
+    past its budget) inside a minute; each step's status."""
+    env = {**os.environ, "BMP_VENV": str(venv)}
+    started = time.monotonic()
+    result = subprocess.run(["bash", str(ROOT / "tools" / "gpu_acceptance.sh"), *options, str(out)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert time.monotonic() - started < 60
+    assert result.returncode == 1, result.stdout + result.stderr
+    return {f.name: f.read_text().strip() for f in (out / "status").iterdir()}
+
+
+def _stopped_at(out, step: str) -> int:
+    """The budget a step was stopped at, in seconds."""
+    return int(re.search(r"stopped at its budget of (\d+)s", (out / f"{step}.log").read_text())[1])
+
+
 def test_a_call_ends_within_its_limit_and_leaves_what_finished_where_told(tmp_path):
     """--within: a device tool stops a command at its limit and brings back only
     what its output folder holds. The steps shrink to fit the call, a step left
@@ -223,19 +241,11 @@ def test_a_call_ends_within_its_limit_and_leaves_what_finished_where_told(tmp_pa
     step, so what finished comes back even if the call is stopped from outside."""
     venv, log, _ = _fake_venv(tmp_path, slow_batch_bench=True, real_merge=True)
     out, results = tmp_path / "out", tmp_path / "results"
-    script = ["bash", str(ROOT / "tools" / "gpu_acceptance.sh"), "--steps", "bench", "--within", "60",
-              "--results", str(results), str(out)]
-    started = time.monotonic()
-    result = subprocess.run(script, capture_output=True, text=True, env={**os.environ, "BMP_VENV": str(venv)},
-                            timeout=120)
-    assert time.monotonic() - started < 60
-    assert result.returncode == 1, result.stdout + result.stderr
-    status = {f.name: f.read_text().strip() for f in (out / "status").iterdir()}
+    status = _timed_call(venv, out, "--steps", "bench", "--within", "60", "--results", str(results))
     assert status == {"bench_bf16": "0", "bench_batch": "124", "bench_bf16_inductor": bench_report.NOT_RUN}
     # Its own 120 s shrunk to 60 - 10 (grace) - 20 (reserve) - what bench_bf16 and its report took
     # (up to 15 s on a busy machine before bench_batch would be NOT RUN instead).
-    budget = int(re.search(r"stopped at its budget of (\d+)s", (out / "bench_batch.log").read_text())[1])
-    assert 15 <= budget <= 30
+    assert 15 <= _stopped_at(out, "bench_batch") <= 30
     merges = [c for c in log.read_text().splitlines() if c.startswith("-m bmp.bench_report ")]
     assert len(merges) == 3 and "--status bench_bf16=0" in merges[0] and "bench_batch=" not in merges[0]
     assert sorted(f.name for f in results.iterdir()) == [
@@ -245,6 +255,24 @@ def test_a_call_ends_within_its_limit_and_leaves_what_finished_where_told(tmp_pa
     assert "| bench_bf16_inductor | NOT RUN (no time left in the call) |" in table
     with tarfile.open(results / "acceptance.tar.gz") as archive:
         assert "./bench_bf16_inductor.log" in archive.getnames()
+
+
+def test_in_one_call_the_cuda_tests_leave_the_target_benches_their_budgets(tmp_path):
+    """A device window of 15 minutes, a start included, holds one call of under
+    10, and the machine goes back 30 s after it: install, tests and benches in
+    one call, where slow tests must not eat the benches that hold the targets."""
+    venv, log, _ = _fake_venv(tmp_path, slow_tests=True, real_merge=True)
+    out = tmp_path / "out"
+    # 280 s = the two benches' budgets and graces (230 s) + grace and reserve (30 s) + 20 s.
+    status = _timed_call(venv, out, "--within", "280")
+    assert status == {"pytest_cuda": "124", "bench_bf16": "0", "bench_batch": "0", "bench_bf16_inductor": "0"}
+    assert 5 <= _stopped_at(out, "pytest_cuda") <= 20
+    benches = [c for c in log.read_text().splitlines() if c.startswith("-m bmp bench ")]
+    assert len(benches) == 3
+    # Called alone, the tests keep their whole call: no bench comes after them.
+    alone = tmp_path / "alone"
+    assert _timed_call(venv, alone, "--steps", "tests", "--within", "60") == {"pytest_cuda": "124"}
+    assert 20 <= _stopped_at(alone, "pytest_cuda") <= 30
 
 
 def test_a_cpu_rehearsal_runs_the_cuda_tests_on_the_cpu(tmp_path):

@@ -8,11 +8,10 @@
 #      newest setuptools (no pkg_resources, as on the image) and every other
 #      distribution of the target list, at its version where the list gives one,
 #      but the few a CPU machine cannot use (NOT_ON_A_CPU);
-#   3. acceptance call 1 (install from the kit, pytest -m cuda) with the network
-#      cut (unshare -n where it works; pip never gets an index anyway);
-#   4. the smoke tests, in the installed environment, also without the network;
-#   5. acceptance call 2 (the benches) on the CPU, at a reduced scale; its
-#      --install finds the kit already installed and does nothing.
+#   3. the acceptance in one call, as the device tool gets it: install from the
+#      kit, pytest -m cuda (on the CPU), then the benches at a reduced scale, with
+#      the network cut (unshare -n where it works; pip never gets an index anyway);
+#   4. the smoke tests, in the installed environment, also without the network.
 # It prints the kit's size and each step's wall time, and writes them to
 # WORK/rehearsal.md. A failed kit or stand-in ends it there, with one line: every
 # later step would only fail for the same reason (run 8's full disk did so for
@@ -116,23 +115,21 @@ stand_in() {
 needed kit bash "$ROOT/tools/install.sh" --kit "$KIT" --target "$TARGET_FILE"
 needed stand_in_target stand_in
 rm -rf "$VENV" "$OUT"
-# Call 1 and 2 as README gives them, their budgets scaled from the target's 16
+# The one call as README gives it, its budgets scaled from the target's 16
 # cores to this machine's (mmcv alone takes ~2 min on 16 cores, 10+ on 2).
 # The sdists are built afresh every time, as on a new target: no wheel cache.
 export PIP_NO_CACHE_DIR=1
 export BMP_VENV="$VENV" PYTHON="$TARGET/bin/python" BUDGET_SCALE="${BUDGET_SCALE:-$(((16 + $(nproc) - 1) / $(nproc)))}"
-# --results stands for the device tool's $OUT; --within for its per-call limit, scaled.
-RESULTS="$WORK/results" WITHIN=$((540 * BUDGET_SCALE))
+# --results stands for the device tool's $OUT; --within for the one call's, scaled.
+RESULTS="$WORK/results" WITHIN=$((570 * BUDGET_SCALE))
 rm -rf "$RESULTS"
-timed call1_install_and_cuda_tests offline bash "$ROOT/tools/gpu_acceptance.sh" --device cpu --install "$KIT" \
-  --steps tests --within "$WITHIN" --results "$RESULTS" "$OUT"
+timed one_call_install_tests_benches offline env BENCH_ARGS="--people 1 --repeat 1 --warmup 0 --max-images 1" \
+  BATCH_SIZES=1,2 bash "$ROOT/tools/gpu_acceptance.sh" --device cpu --install "$KIT" --within "$WITHIN" \
+  --results "$RESULTS" "$OUT"
 timed smoke_tests offline env BMP_SHARED="$KIT/shared" BMP_WITHOUT_PYAV=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
   tests/test_structures.py tests/test_masks.py tests/test_prompts.py tests/test_pose_nms.py \
   tests/test_loop_tiny.py tests/test_pose_models.py tests/test_no_mmcv_kernels.py tests/test_eval_metrics.py \
   tests/test_downloads.py tests/test_video_io.py
-timed call2_benches offline env BENCH_ARGS="--people 1 --repeat 1 --warmup 0 --max-images 1" BATCH_SIZES=1,2 \
-  bash "$ROOT/tools/gpu_acceptance.sh" --device cpu --install "$KIT" --steps bench --within "$WITHIN" \
-  --results "$RESULTS" "$OUT"
 
 report
 awk -F'\t' '$3 != 0 {bad = 1} END {exit bad}' "$TIMES"
