@@ -275,6 +275,13 @@ def test_in_one_call_the_cuda_tests_leave_the_target_benches_their_budgets(tmp_p
     assert 20 <= _stopped_at(alone, "pytest_cuda") <= 30
 
 
+def test_the_compiling_cuda_test_runs_last():
+    # pytest runs a file's tests in order: a budget that stops pytest in the
+    # compiling test (132 s of rehearsal run 17's 207) leaves every other one run.
+    names = re.findall(r"^def (test_\w+)", (ROOT / "tests" / "test_cuda.py").read_text(), re.M)
+    assert names[-1] == "test_inductor_keeps_the_eager_heatmaps_and_masks_on_cuda"
+
+
 def test_a_cpu_rehearsal_runs_the_cuda_tests_on_the_cpu(tmp_path):
     # --device cpu (tools/rehearse_target.sh) is a dry run of tests/test_cuda.py, not 15 skips.
     venv, log, env_log = _fake_venv(tmp_path)
